@@ -1,0 +1,169 @@
+"""The ``bci`` command line (contract: DESIGN.md section 3).
+
+Every subcommand prints ``error: <message>`` and exits 2 on bad input (any
+:class:`~bci.errors.BCIError`); unexpected failures exit 1 with the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import BCIError
+
+BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer")
+
+
+def _subjects(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        if sep and lo.isdigit() and hi.isdigit():
+            out += list(range(int(lo), int(hi) + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"expected subjects like 1,2,5-8, found {text!r}")
+    return out
+
+
+def cmd_info(args) -> int:
+    from .io import describe, load_recording
+
+    for i, path in enumerate(args.path):
+        if i:
+            print()
+        print(describe(load_recording(path)))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from .config import load_config
+    from .evaluate import evaluate
+
+    cfg = load_config(args.config)
+    out = Path(args.out or Path("results") / Path(args.config).stem)
+    frame = evaluate(cfg, out, subjects=args.subjects, progress=not args.no_progress)
+    summary = frame.groupby("pipeline").score.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and plots")
+    return 0
+
+
+def cmd_bench(args, extra: list[str]) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"benchmarks.{args.name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"benchmarks.{args.name}":
+            raise
+        raise BCIError(f"benchmark {args.name!r} is not available in this version") from None
+    argv = list(extra) + (["--json", args.json] if args.json else [])
+    module.main(argv)
+    return 0
+
+
+def _not_yet(name: str):
+    def run(args) -> int:
+        raise BCIError(f"'bci {name}' is not available in this version yet (see the project's open issues)")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bci", description="EEG/iEEG brain-computer interface: evaluate, train, stream, monitor.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("evaluate", help="offline evaluation -> DIR/results.csv, plots, summary.md")
+    p.add_argument("config", help="evaluation config (YAML), e.g. configs/physionet_mi.yaml")
+    p.add_argument("--out", help="output folder (default results/<config name>); re-running resumes")
+    p.add_argument("--subjects", type=_subjects, help="subjects to run, e.g. 1,2,5-8 (overrides the config)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="fit one pipeline; save it (+ its preprocessing) to MODEL_DIR")
+    p.add_argument("config")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR")
+    p.set_defaults(func=_not_yet("train"))
+
+    p = sub.add_parser("pretrain", help="self-supervised MVPFormer pretraining")
+    p.add_argument("config")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR")
+    p.set_defaults(func=_not_yet("pretrain"))
+
+    p = sub.add_parser("replay", help="play a recording as a live LSL stream")
+    p.add_argument("file")
+    p.add_argument("--name", default=None, help="stream name (default: the file name)")
+    p.add_argument("--speed", type=float, default=1.0, help="playback speed factor")
+    p.add_argument("--loop", action="store_true", help="start again at the end")
+    p.set_defaults(func=_not_yet("replay"))
+
+    p = sub.add_parser("record", help="save a live stream (+ markers) to an MNE-readable file")
+    p.add_argument("--source", required=True, metavar="NAME")
+    p.add_argument("--out", required=True, metavar="FILE.fif")
+    p.add_argument("--markers", metavar="NAME")
+    p.add_argument("--seconds", type=float)
+    p.set_defaults(func=_not_yet("record"))
+
+    p = sub.add_parser("calibrate", help="cue-based calibration session, recorded")
+    p.add_argument("config")
+    p.add_argument("--source", required=True, metavar="NAME")
+    p.add_argument("--out", required=True, metavar="FILE.fif")
+    p.set_defaults(func=_not_yet("calibrate"))
+
+    p = sub.add_parser("stream", help="live decoding; publishes results on LSL")
+    p.add_argument("--model", required=True, metavar="MODEL_DIR")
+    p.add_argument("--source", metavar="NAME")
+    p.add_argument("--feedback", action="store_true", help="open the feedback view")
+    p.set_defaults(func=_not_yet("stream"))
+
+    p = sub.add_parser("dashboard", help="clinician-facing seizure monitoring dashboard")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source", metavar="NAME")
+    src.add_argument("--replay", metavar="FILE")
+    p.add_argument("--model", metavar="MODEL_DIR")
+    p.add_argument("--screenshot", metavar="PNG")
+    p.add_argument("--seconds", type=float)
+    p.set_defaults(func=_not_yet("dashboard"))
+
+    p = sub.add_parser("info", help="channels, sfreq, duration, annotations of a recording")
+    p.add_argument("path", nargs="+", help="recording file(s) or a Malow folder")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("predict", help="apply a saved model offline: per-window probabilities")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", metavar="OUT")
+    p.set_defaults(func=_not_yet("predict"))
+
+    p = sub.add_parser("bench", help="benchmarks against peers, printing a table (extra options go to the benchmark)")
+    p.add_argument("name", choices=BENCHES)
+    p.add_argument("--json", metavar="PATH", help="also write the table as JSON records")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args, extra) if args.command == "bench" else args.func(args)
+    except BCIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""YAML configuration: loaded with ``yaml.safe_load`` and validated on load.
+
+Every error names the file, the key (as a dotted path) and what is allowed, e.g.
+``configs/x.yaml: evaluation.kind: expected one of cross_run, cross_session, ...,
+found 'crosssession'``. Relative paths inside a config are resolved against the
+current directory first, then against the config file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+EVALUATIONS = ("cross_session", "within_session", "cross_subject", "cross_run")
+PREPROCESSING_KEYS = {
+    "reference", "notch", "bandpass", "resample", "filter_order", "notch_quality", "euclidean_alignment",
+}  # fmt: skip
+TOP_KEYS = {
+    "name", "seed", "data", "datasets", "paradigm", "evaluation", "pipelines", "preprocessing",
+    "window", "train", "realtime", "dashboard", "pretrain", "model", "calibration", "description",
+}  # fmt: skip
+
+
+class Config(dict):
+    """A validated config: a dict that remembers its file for error messages."""
+
+    def __init__(self, data: dict, path: Path):
+        super().__init__(data)
+        self.path = Path(path)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {message}")
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the config: as given if it exists, else relative to the config file."""
+        p = Path(value).expanduser()
+        if p.is_absolute() or p.exists():
+            return p
+        return (self.path.parent / p).resolve()
+
+
+def _expect(cfg: Config, key: str, value, kinds, what: str):
+    if not isinstance(value, kinds):
+        raise cfg.error(key, f"expected {what}, found {value!r}")
+    return value
+
+
+def _subjects(cfg: Config, key: str, value) -> list[int]:
+    if isinstance(value, str) and "-" in value:
+        lo, _, hi = value.partition("-")
+        if lo.strip().isdigit() and hi.strip().isdigit():
+            return list(range(int(lo), int(hi) + 1))
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        return value
+    raise cfg.error(key, f"expected a list of positive subject numbers or a range like '1-10', found {value!r}")
+
+
+def validate_preprocessing(cfg: Config, section: dict | None, key: str = "preprocessing") -> dict:
+    section = dict(section or {})
+    unknown = set(section) - PREPROCESSING_KEYS
+    if unknown:
+        raise cfg.error(f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(PREPROCESSING_KEYS))}")
+    band = section.get("bandpass")
+    if band is not None:
+        ok = isinstance(band, list) and len(band) == 2 and all(b is None or isinstance(b, (int, float)) for b in band)
+        if not ok or (band[0] is not None and band[1] is not None and not 0 <= band[0] < band[1]):
+            raise cfg.error(f"{key}.bandpass", f"expected [low_hz, high_hz] with low < high, found {band!r}")
+    rate = section.get("resample")
+    if rate is not None and (not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0):
+        raise cfg.error(f"{key}.resample", f"expected a sampling rate in Hz (> 0), found {rate!r}")
+    notch = section.get("notch")
+    if notch is not None:
+        values = notch if isinstance(notch, list) else [notch]
+        if not all(isinstance(v, (int, float)) and v > 0 for v in values):
+            raise cfg.error(f"{key}.notch", f"expected a line frequency in Hz or a list of them, found {notch!r}")
+    ref = section.get("reference")
+    if ref not in (None, "none", "average", "double_banana") and not (
+        isinstance(ref, list) and all(isinstance(p, list) and len(p) == 2 for p in ref)
+    ):
+        raise cfg.error(f"{key}.reference", f"expected null, average, double_banana or [[anode, cathode], ...], found {ref!r}")
+    return section
+
+
+def validate(cfg: Config) -> Config:
+    """Check the sections every command shares; command-specific checks live with them."""
+    unknown = set(cfg) - TOP_KEYS
+    if unknown:
+        raise cfg.error(sorted(unknown)[0], f"unknown top-level key; allowed: {', '.join(sorted(TOP_KEYS))}")
+    seed = cfg.setdefault("seed", 42)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise cfg.error("seed", f"expected an integer, found {seed!r}")
+    if "preprocessing" in cfg:
+        cfg["preprocessing"] = validate_preprocessing(cfg, cfg["preprocessing"])
+    for i, ds in enumerate(cfg.get("datasets") or []):
+        key = f"datasets[{i}]"
+        _expect(cfg, key, ds, dict, "a mapping with 'name' (and 'subjects', 'params', 'path')")
+        _expect(cfg, f"{key}.name", ds.get("name"), str, "a dataset name")
+        if "subjects" in ds:
+            ds["subjects"] = _subjects(cfg, f"{key}.subjects", ds["subjects"])
+        _expect(cfg, f"{key}.params", ds.setdefault("params", {}), dict, "a mapping of dataset arguments")
+    if "evaluation" in cfg:
+        ev = _expect(cfg, "evaluation", cfg["evaluation"], dict, "a mapping with 'kind'")
+        kind = ev.get("kind")
+        if kind not in EVALUATIONS:
+            raise cfg.error("evaluation.kind", f"expected one of {', '.join(EVALUATIONS)}, found {kind!r}")
+    if "paradigm" in cfg:
+        par = _expect(cfg, "paradigm", cfg["paradigm"], dict, "a mapping with 'name' and 'params'")
+        _expect(cfg, "paradigm.name", par.get("name"), str, "a MOABB paradigm name such as LeftRightImagery")
+        _expect(cfg, "paradigm.params", par.setdefault("params", {}), dict, "a mapping of paradigm arguments")
+    if "pipelines" in cfg:
+        pipes = _expect(cfg, "pipelines", cfg["pipelines"], list, "a list of pipeline YAML files or names")
+        if not pipes:
+            raise cfg.error("pipelines", "expected at least one pipeline")
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return validate(Config(data, path))

@@ -1,0 +1,190 @@
+"""Datasets for evaluation: MOABB datasets by name, offline-safe, and local epochs folders.
+
+:func:`get_dataset` returns a MOABB dataset object ready for MOABB paradigms and
+evaluations. Offline use is the normal case here: MOABB's download provider defaults
+to the dataset's own downloader (``MOABB_DOWNLOAD_PROVIDER=upstream``) so no online
+index is consulted first; files already in the ``MNE_DATA`` cache load without a
+download, and a missing subject fails fast with a :class:`DataError` saying so (a user
+with internet gets it downloaded by MOABB as usual).
+
+:class:`LocalEpochs` (code ``LocalEpochs``) reads a folder of ``<prefix><NN>.npz``
+files, each with arrays ``X`` (trials, channels, samples), ``y`` (class codes),
+``session``, ``ch_names`` and ``sfreq`` - the BCI Competition IV 2b export in
+``../shared/data/bnci2014_004`` is one. MOABB paradigms epoch continuous signals, so
+each trial is laid out with one trial-length of mirror padding on both sides (filter
+transients fall in the padding, never in the trial) and a stim channel marks its
+onset; epoching with the dataset's interval gives the trials back exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+
+os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
+
+
+def _moabb_dataset_class(name: str):
+    import moabb.datasets as mds
+
+    cls = getattr(mds, name, None)
+    if cls is None or not isinstance(cls, type):
+        from moabb.datasets.utils import dataset_list
+
+        known = sorted(d.__name__ for d in dataset_list)
+        close = [k for k in known if k.lower().startswith(name.lower()[:4])]
+        hint = f" (did you mean {', '.join(close[:5])}?)" if close else ""
+        raise ConfigError(f"unknown dataset {name!r}{hint}; LocalEpochs reads a folder of .npz epochs")
+    return cls
+
+
+def get_dataset(name: str, **params):
+    """A MOABB dataset by class name (``'PhysionetMI'``), or ``'LocalEpochs'`` (``path=``).
+
+    PhysionetMI keeps only the imagery runs asked for: its feet runs (6, 10, 14) are
+    dropped unless ``feet_runs`` is given, since left/right paradigms never use them.
+    """
+    if name == "LocalEpochs":
+        return LocalEpochs(**params)
+    feet_runs = params.pop("feet_runs", [])
+    cls = _moabb_dataset_class(name)
+    try:
+        dataset = cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"dataset {name}: {exc}") from None
+    if name == "PhysionetMI":
+        dataset.feet_runs = list(feet_runs)
+    return dataset
+
+
+def load_subject_data(paradigm, dataset, subject: int, **kwargs):
+    """``paradigm.get_data`` for one subject, with a clear error when it is not available."""
+    if subject not in dataset.subject_list:
+        raise DataError(
+            f"{dataset.code}: subject {subject} does not exist (subjects: "
+            f"{dataset.subject_list[0]}..{dataset.subject_list[-1]})"
+        )
+    try:
+        return paradigm.get_data(dataset, [subject], **kwargs)
+    except (OSError, ConnectionError) as exc:  # requests' ConnectionError is an OSError
+        from mne import get_config
+
+        where = get_config("MNE_DATA") or "~/mne_data"
+        raise DataError(
+            f"{dataset.code}: subject {subject} is not in the local cache ({where}) and could not "
+            f"be downloaded ({type(exc).__name__}); set MNE_DATA to a folder holding it"
+        ) from None
+
+
+class LocalEpochs:
+    """Factory for the MOABB dataset over a folder of per-subject ``.npz`` epochs.
+
+    Parameters
+    ----------
+    path : str
+        Folder holding ``<prefix>NN.npz`` files (``NN`` = subject number).
+    classes : dict
+        Class code -> class name, e.g. ``{1: 'left_hand', 2: 'right_hand'}``.
+    paradigm : str
+        MOABB paradigm family (``'imagery'``).
+    unit_factor : float
+        Factor from the file's units to volts (``1e-6`` when the file is in microvolts).
+    """
+
+    def __new__(cls, path, classes=None, paradigm="imagery", unit_factor=1e-6, code="LocalEpochs"):
+        return _make_local_epochs(path, classes, paradigm, unit_factor, code)
+
+
+def _make_local_epochs(path, classes, paradigm, unit_factor, code):
+    from moabb.datasets.base import BaseDataset
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: epochs folder not found")
+    files = {}
+    for f in sorted(folder.glob("*.npz")):
+        m = re.search(r"(\d+)$", f.stem)
+        if m:
+            files[int(m.group(1))] = f
+    if not files:
+        raise DataError(f"{folder}: no <name>NN.npz epoch files")
+    classes = {int(k): str(v) for k, v in (classes or {1: "left_hand", 2: "right_hand"}).items()}
+    first = _read_npz(files[min(files)], classes)
+    n_sessions = len(np.unique(first["session"]))
+    interval = [0.0, first["X"].shape[2] / float(first["sfreq"])]
+
+    class _LocalEpochs(BaseDataset):
+        __doc__ = f"Epochs from {folder} (MOABB dataset built by bci.datasets.LocalEpochs)."
+
+        def __init__(self):
+            super().__init__(
+                subjects=sorted(files),
+                sessions_per_subject=n_sessions,
+                events={name: code_ for code_, name in classes.items()},
+                code=code,
+                interval=interval,
+                paradigm=paradigm,
+            )
+            self.folder = folder
+
+        def _get_single_subject_data(self, subject):
+            return _subject_raws(_read_npz(files[subject], classes), unit_factor)
+
+        def data_path(self, subject, path=None, force_update=False, update_path=None, verbose=None):
+            return [str(files[subject])]
+
+    _LocalEpochs.__name__ = code
+    return _LocalEpochs()
+
+
+def _read_npz(path: Path, classes: dict[int, str]) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in ("X", "y", "session", "ch_names", "sfreq")}
+    except KeyError as exc:
+        raise DataError(f"{path}: missing array {exc.args[0]!r} (need X, y, session, ch_names, sfreq)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    X, y, session = arrays["X"], arrays["y"], arrays["session"]
+    if X.ndim != 3:
+        raise DataError(f"{path}: X must be (trials, channels, samples), found shape {X.shape}")
+    if not len(X) == len(y) == len(session):
+        raise DataError(f"{path}: X has {len(X)} trials but y has {len(y)} and session {len(session)}")
+    if X.shape[1] != len(arrays["ch_names"]):
+        raise DataError(f"{path}: X has {X.shape[1]} channels but ch_names lists {len(arrays['ch_names'])}")
+    unknown = sorted(set(np.unique(y).tolist()) - set(classes))
+    if unknown:
+        raise DataError(f"{path}: unknown class labels {unknown}; the config's classes are {classes}")
+    for s in np.unique(session):
+        present = np.unique(y[session == s])
+        if len(present) < 2:
+            raise DataError(f"{path}: session {s} holds only class {present.tolist()}; need at least two")
+    return arrays
+
+
+def _subject_raws(arrays: dict, unit_factor: float) -> dict:
+    """One MNE Raw per session: mirror-padded trials and a stim channel at each onset."""
+    import mne
+
+    X, y, session = arrays["X"], arrays["y"], arrays["session"]
+    sfreq = float(arrays["sfreq"])
+    names = [str(n) for n in arrays["ch_names"]]
+    n_times = X.shape[2]
+    out = {}
+    for s in np.unique(session):
+        trials = X[session == s].astype(np.float64) * unit_factor
+        labels = y[session == s]
+        padded = np.concatenate([trials[:, :, ::-1], trials, trials[:, :, ::-1]], axis=2)
+        data = np.concatenate(list(padded), axis=1)
+        stim = np.zeros((1, data.shape[1]))
+        stim[0, np.arange(len(trials)) * 3 * n_times + n_times] = labels
+        info = mne.create_info(names + ["STI"], sfreq, ["eeg"] * len(names) + ["stim"])
+        raw = mne.io.RawArray(np.vstack([data, stim]), info, verbose="error")
+        raw.set_montage("standard_1020", on_missing="ignore")
+        out[f"{int(s)}"] = {"0": raw}
+    return out

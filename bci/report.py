@@ -1,0 +1,155 @@
+"""Evaluation reports: summary.md (tables, paired statistics) and PNG plots.
+
+Statistics are MOABB's (:func:`moabb.analysis.meta_analysis.compute_dataset_statistics`:
+paired permutation tests under 20 subjects, Wilcoxon above, and standardised mean
+differences), computed on per-subject scores (sessions averaged first). Each pipeline
+is compared with the best *baseline* - the best-scoring pipeline named ``moabb:...`` or
+``braindecode:...`` (the peers run in the same evaluation), or the best overall when
+there is none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BASELINE_PREFIXES = ("moabb:", "braindecode:")
+
+
+def _per_subject(df: pd.DataFrame) -> pd.DataFrame:
+    return df.groupby(["dataset", "pipeline", "subject"], as_index=False)[["score", "accuracy", "fit_time", "predict_time"]].mean()
+
+
+def _stats(df: pd.DataFrame):
+    """MOABB's pairwise statistics (None when fewer than 2 subjects or pipelines)."""
+    from moabb.analysis.meta_analysis import compute_dataset_statistics
+
+    subj = _per_subject(df)
+    if subj.subject.nunique() < 2 or subj.pipeline.nunique() < 2:
+        return None
+    frame = subj.assign(session="0")[["dataset", "pipeline", "subject", "session", "score"]]
+    return compute_dataset_statistics(frame)
+
+
+def summary_markdown(df: pd.DataFrame, title: str) -> str:
+    lines = [f"# {title}", ""]
+    if df.empty:
+        return "\n".join(lines + ["No results."])
+    lines.append(
+        f"Evaluation: {', '.join(df.evaluation.astype(str).unique())}; scoring: "
+        f"{', '.join(df.scoring.astype(str).unique())}; seed: {', '.join(map(str, df.seed.unique()))}."
+    )
+    stats = _stats(df)
+    for dataset, d in df.groupby("dataset"):
+        subj = _per_subject(d)
+        agg = subj.groupby("pipeline").agg(
+            score_mean=("score", "mean"), score_std=("score", "std"), acc_mean=("accuracy", "mean"),
+            acc_std=("accuracy", "std"), fit_s=("fit_time", "mean"), predict_s=("predict_time", "mean"),
+            subjects=("subject", "nunique"),
+        ).sort_values("score_mean", ascending=False)  # fmt: skip
+        baselines = [p for p in agg.index if p.startswith(BASELINE_PREFIXES)]
+        best_base = baselines[0] if baselines else agg.index[0]
+        lines += ["", f"## {dataset}", "", f"Best baseline: **{best_base}**.", ""]
+        lines.append("| pipeline | score (mean ± std) | accuracy (mean ± std) | fit s | predict s | subjects | vs baseline: p | SMD |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for name, row in agg.iterrows():
+            p, smd = "", ""
+            if stats is not None and name != best_base:
+                hit = stats[(stats.dataset == dataset) & (stats.pipe1 == name) & (stats.pipe2 == best_base)]
+                if len(hit):
+                    p, smd = f"{hit.p.iloc[0]:.3g}", f"{hit.smd.iloc[0]:+.2f}"
+            lines.append(
+                f"| {name} | {row.score_mean:.3f} ± {np.nan_to_num(row.score_std):.3f} | "
+                f"{row.acc_mean:.3f} ± {np.nan_to_num(row.acc_std):.3f} | {row.fit_s:.2f} | {row.predict_s:.3f} | "
+                f"{row.subjects} | {p} | {smd} |"
+            )
+        table = subj.pivot(index="subject", columns="pipeline", values="score")[list(agg.index)]
+        lines += ["", "Per-subject scores:", "", "| subject | " + " | ".join(table.columns) + " |"]
+        lines.append("|---" * (len(table.columns) + 1) + "|")
+        for subject, row in table.iterrows():
+            lines.append(f"| {subject} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in row) + " |")
+        if d.session.nunique() > 1 and d.evaluation.iloc[0] == "cross_session":
+            sess = d.groupby(["pipeline", "session"]).score.mean().unstack()
+            lines += ["", "Mean score per test session:", "", "| pipeline | " + " | ".join(map(str, sess.columns)) + " |"]
+            lines.append("|---" * (len(sess.columns) + 1) + "|")
+            for name, row in sess.iterrows():
+                lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        chosen = d[d.params.astype(str) != "{}"]
+        if len(chosen):
+            lines += ["", "Hyper-parameters chosen (first fits):", ""]
+            for name, g in chosen.groupby("pipeline"):
+                lines.append(f"- {name}: " + "; ".join(f"s{s}: {p}" for s, p in zip(g.subject[:5], g.params[:5])))
+    lines += ["", "Plots: `scores.png` (per-subject scores), `comparison.png` (pipelines vs the best baseline)."]
+    if (df.evaluation == "cross_session").any():
+        lines.append("`sessions.png` (score per test session).")
+    return "\n".join(lines) + "\n"
+
+
+def plot_scores(df: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    subj = _per_subject(df)
+    datasets = list(subj.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(6, 1.2 * subj.pipeline.nunique()) * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        d = subj[subj.dataset == dataset]
+        order = d.groupby("pipeline").score.mean().sort_values(ascending=False).index
+        for i, name in enumerate(order):
+            vals = d[d.pipeline == name].score
+            ax.scatter(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, s=14, alpha=0.7)
+            ax.hlines(vals.mean(), i - 0.3, i + 0.3, color="k")
+        ax.set_xticks(range(len(order)), order, rotation=35, ha="right")
+        ax.axhline(0.5, ls=":", color="grey")
+        ax.set_ylabel(df.scoring.iloc[0])
+        ax.set_title(f"{dataset}: per-subject scores")
+    fig.tight_layout()
+    paths.append(out / "scores.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for dataset in datasets:
+        d = subj[subj.dataset == dataset]
+        means = d.groupby("pipeline").score.mean()
+        base = [p for p in means.sort_values(ascending=False).index if p.startswith(BASELINE_PREFIXES)]
+        ref = base[0] if base else means.idxmax()
+        wide = d.pivot(index="subject", columns="pipeline", values="score")
+        for name in wide.columns.drop(ref):
+            ax.scatter(wide[ref], wide[name], label=f"{name} ({dataset})", s=18)
+        ax.set_xlabel(f"{ref} score")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_ylabel("pipeline score")
+    ax.set_title("Per subject: pipeline vs best baseline")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    paths.append(out / "comparison.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    cross = df[df.evaluation == "cross_session"]
+    if len(cross) and cross.session.nunique() > 1:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        sess = cross.groupby(["pipeline", "session"]).score.mean().unstack()
+        for name, row in sess.iterrows():
+            ax.plot([str(c) for c in row.index], row.values, marker="o", label=name)
+        ax.set_xlabel("test session")
+        ax.set_ylabel(df.scoring.iloc[0])
+        ax.set_title("Session-to-session transfer")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out / "sessions.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def write_report(df: pd.DataFrame, out: Path, title: str) -> None:
+    (out / "summary.md").write_text(summary_markdown(df, title))
+    if not df.empty:
+        plot_scores(df, out)

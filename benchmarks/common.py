@@ -1,0 +1,55 @@
+"""Table printing and JSON export shared by every benchmark."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+
+def machine_description() -> str:
+    """One line naming the machine a benchmark ran on (for RESULTS.md)."""
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    text = f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return f"{text}, {date.today().isoformat()}"
+
+
+def format_table(rows: list[dict], title: str | None = None) -> str:
+    """Render records as an aligned plain-text table (floats with 4 significant digits)."""
+    if not rows:
+        return (title + "\n" if title else "") + "(no rows)"
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    body = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in body]
+    if title:
+        lines.insert(0, title)
+    return "\n".join(lines)
+
+
+def emit(rows: list[dict], title: str, json_path: str | Path | None = None) -> None:
+    """Print the table and, when asked, write it as a JSON list of records."""
+    print(format_table(rows, title))
+    print(f"machine: {machine_description()}")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(rows, indent=2))
