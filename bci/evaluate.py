@@ -262,29 +262,30 @@ def evaluate(cfg: Config, out_dir: str | Path, subjects: list[int] | None = None
     scoring = cfg["evaluation"].get("scoring") or paradigm.scoring
     results = ResultsFile(out / "results.csv")
     (out / "config.json").write_text(json.dumps({**cfg, "seed": seed}, indent=2, default=str))
-    total = sum(len(s) for _, s in jobs) * len(pipelines)
-    bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
+    # Load every subject first: a subject that is not available fails before any fit.
+    cells = []
     for dataset, subject_list in jobs:
         groups = [[s] for s in subject_list] if kind != "cross_subject" else [subject_list]
         for group in groups:
             todo = {n: p for n, p in pipelines.items() if not all(results.finished(dataset.code, s, n) for s in group)}
-            bar.update((len(pipelines) - len(todo)) * len(group))
-            if not todo:
-                continue
-            X, y, meta = _load(paradigm, dataset, group)
-            splits = make_splits(kind, ev_params, y, meta, seed)
-            for name, pipeline in todo.items():
-                bar.set_postfix_str(f"{dataset.code} s{group[0] if len(group) == 1 else 'all'} {name}")
-                rows = []
-                for split in splits:
-                    cell = run_cell(pipeline, X, y, split, scoring, seed)
-                    rows.append({
-                        "dataset": dataset.code, "subject": split.subject, "session": split.session,
-                        "pipeline": name, "channels": X.shape[1], "n_sessions": meta.session.nunique(),
-                        "evaluation": kind, "scoring": scoring, "seed": seed, **cell,
-                    })  # fmt: skip
-                results.append(rows)
-                bar.update(len(group))
+            if todo:
+                cells.append((dataset, group, todo, _load(paradigm, dataset, group)))
+    total = sum(len(g) * len(t) for _, g, t, _ in cells)
+    bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
+    for dataset, group, todo, (X, y, meta) in cells:
+        splits = make_splits(kind, ev_params, y, meta, seed)
+        for name, pipeline in todo.items():
+            bar.set_postfix_str(f"{dataset.code} s{group[0] if len(group) == 1 else 'all'} {name}")
+            rows = []
+            for split in splits:
+                cell = run_cell(pipeline, X, y, split, scoring, seed)
+                rows.append({
+                    "dataset": dataset.code, "subject": split.subject, "session": split.session,
+                    "pipeline": name, "channels": X.shape[1], "n_sessions": meta.session.nunique(),
+                    "evaluation": kind, "scoring": scoring, "seed": seed, **cell,
+                })  # fmt: skip
+            results.append(rows)
+            bar.update(len(group))
     bar.close()
     frame = results.read()
     write_report(frame, out, title=cfg.get("name", Path(cfg.path).stem))

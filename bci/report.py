@@ -126,7 +126,8 @@ def plot_scores(df: pd.DataFrame, out: Path) -> list[Path]:
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_ylabel("pipeline score")
     ax.set_title("Per subject: pipeline vs best baseline")
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     paths.append(out / "comparison.png")
     fig.savefig(paths[-1], dpi=110)

@@ -1,0 +1,98 @@
+"""The evaluation harness on small real subsets, resume, and bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bci.config import Config, validate
+from bci.errors import ConfigError, DataError
+from bci.evaluate import GroupHoldout, chosen_params, evaluate, make_splits
+
+
+def _cfg(tmp_path, **overrides):
+    data = {
+        "name": "test",
+        "seed": 7,
+        "datasets": [{"name": "PhysionetMI", "subjects": [1], "params": {"imagined": True}}],
+        "paradigm": {"name": "LeftRightImagery", "params": {"fmin": 8, "fmax": 30}},
+        "evaluation": {"kind": "cross_run"},
+        "pipelines": ["moabb_csp_lda", "moabb_mdm"],
+    }
+    data.update(overrides)
+    return validate(Config(data, tmp_path / "cfg.yaml"))
+
+
+@pytest.mark.slow
+def test_cross_run_on_physionet_writes_results_and_resumes(tmp_path, data_dir):
+    out = tmp_path / "out"
+    frame = evaluate(_cfg(tmp_path), out, progress=False)
+    assert sorted(frame.pipeline) == ["moabb:CSP+LDA", "moabb:MDM"]
+    assert set(frame.session) == {"run 2"}  # trained on runs 4 and 8, tested on run 12
+    assert (frame.samples == 30).all() and (frame.n_test == 15).all()
+    assert frame.score.between(0.5, 1.0).all()  # subject 1 is well above chance
+    assert (frame.scoring == "roc_auc").all() and (frame.seed == 7).all()
+    for name in ("results.csv", "summary.md", "scores.png", "comparison.png"):
+        assert (out / name).stat().st_size > 0
+    summary = (out / "summary.md").read_text()
+    assert "moabb:MDM" in summary and "Best baseline" in summary
+    before = (out / "results.csv").read_text()
+    again = evaluate(_cfg(tmp_path), out, progress=False)  # resume: nothing recomputed
+    assert (out / "results.csv").read_text() == before and len(again) == 2
+
+
+@pytest.mark.slow
+def test_cross_session_holdout_on_bci_iv_2b(tmp_path, data_dir):
+    cfg = _cfg(
+        tmp_path,
+        datasets=[{"name": "LocalEpochs", "subjects": [1], "params": {"path": str(data_dir / "bnci2014_004")}}],
+        evaluation={"kind": "cross_session", "params": {"train_sessions": [1, 2, 3], "test_sessions": [4, 5]}, "scoring": "accuracy"},
+        pipelines=["moabb_mdm"],
+    )
+    frame = evaluate(cfg, tmp_path / "o", progress=False)
+    row = frame.iloc[0]
+    assert row.session == "4+5" and row.samples == 360 and row.n_test == 240
+    assert row.score == pytest.approx(row.accuracy) and row.score > 0.6
+
+
+def test_group_holdout_defaults_to_last_group():
+    groups = np.array(["0", "0", "1", "1", "2", "2"])
+    (train, test), = GroupHoldout().split(np.zeros(6), None, groups)
+    assert train.tolist() == [0, 1, 2, 3] and test.tolist() == [4, 5]
+    with pytest.raises(DataError, match=r"groups \['9'\]"):
+        next(GroupHoldout(test=[9]).split(np.zeros(6), None, groups))
+
+
+def test_cross_session_needs_two_sessions():
+    meta = pd.DataFrame({"subject": [1] * 4, "session": ["0"] * 4, "run": ["0", "0", "1", "1"]})
+    with pytest.raises(DataError, match="at least two sessions"):
+        make_splits("cross_session", {}, np.array([0, 1, 0, 1]), meta, 0)
+
+
+def test_unknown_dataset_and_pipeline_fail_before_work(tmp_path):
+    with pytest.raises(ConfigError, match="unknown dataset 'PhysionetXX'"):
+        evaluate(_cfg(tmp_path, datasets=[{"name": "PhysionetXX", "subjects": [1]}]), tmp_path / "o", progress=False)
+    with pytest.raises(ConfigError, match="unknown pipeline 'nope'"):
+        evaluate(_cfg(tmp_path, pipelines=["nope"]), tmp_path / "o", progress=False)
+
+
+def test_cross_session_on_single_session_dataset_refused(tmp_path):
+    with pytest.raises(DataError, match="cross-session evaluation is impossible"):
+        evaluate(_cfg(tmp_path, evaluation={"kind": "cross_session"}), tmp_path / "o", progress=False)
+
+
+def test_subject_not_available_offline(tmp_path, data_dir):
+    with pytest.raises(DataError, match="subject 11 is not in the local cache"):
+        evaluate(_cfg(tmp_path, datasets=[{"name": "PhysionetMI", "subjects": [11]}]), tmp_path / "o", progress=False)
+
+
+def test_chosen_params_reads_grid_winners():
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    X, y = make_classification(60, 5, random_state=0)
+    est = GridSearchCV(make_pipeline(SVC()), {"svc__C": [0.1, 10]}, cv=3).fit(X, y)
+    assert json.loads(json.dumps(chosen_params(est)))["svc__C"] in (0.1, 10)
