@@ -1,0 +1,621 @@
+"""MVPFormer: a heterogeneous-channel iEEG/EEG foundation model with MVPA attention.
+
+The signal of every channel is cut into segments; each segment becomes one token
+through a fixed db4 wavelet decomposition, an RMSNorm and a linear projection. The
+tokens form a ``(segment, channel)`` grid, flattened time-major (token ``t * C + c``),
+and go through a Llama-style decoder whose attention is *multi-variate parallel
+attention* (MVPA): content, time-relative and channel-relative terms, causal in time,
+bidirectional across the channels of one segment. Because nothing depends on the
+absolute channel count, one set of weights runs on recordings with any number of
+channels (up to the channel codebook).
+
+The attention itself is computed by :func:`kernels.mvpa_attention` (reference
+PyTorch on CPU, fused Triton on CUDA); this module only builds its inputs (the
+projections and the per-query relative bias tables) and the rest of the network.
+The parameter names are those of :class:`braindecode.models.MVPFormer`, so its
+state dict (and the public weights braindecode converts) loads directly, see
+:meth:`MVPFormer.from_braindecode`.
+
+Reference: Carzaniga, Hersche, Sebastian, Schindler & Rahimi, "A foundation model
+with multi-variate parallel attention to generate neuronal activity", ICLR 2026
+(arXiv:2506.20354).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from braindecode.functional import daubechies_filters, wavelet_decomposition
+from braindecode.models.base import EEGModuleMixin
+from torch import nn
+
+import kernels
+from bci.errors import ModelError
+
+#: Architecture presets. ``tiny`` is for CPU tests; ``S`` and ``M`` are the
+#: published MVPFormer-S (about 74M parameters) and MVPFormer-M (about 1.2B).
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(d_model=64, n_layers=2, n_heads=4, n_head_kv=2, d_inner=128),
+    "S": dict(d_model=768, n_layers=12, n_heads=12, n_head_kv=4, d_inner=1728),
+    "M": dict(d_model=2048, n_layers=24, n_heads=16, n_head_kv=8, d_inner=5632),
+}
+
+#: How a relative distance ``d`` selects a row of the positional codebooks.
+CODEBOOK_INDEXING = ("distance", "reference")
+
+
+def segment_samples(sfreq: float, segment_seconds: float) -> int:
+    """Number of samples of one segment, checking that it is a whole number.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz (after any resampling, which happens outside the model).
+    segment_seconds : float
+        Segment duration in seconds (the reference uses 5 s at 512 Hz = 2560).
+
+    Returns
+    -------
+    int
+        ``sfreq * segment_seconds``.
+
+    Raises
+    ------
+    ModelError
+        If ``sfreq * segment_seconds`` is not a positive whole number of samples.
+    """
+    n = float(sfreq) * float(segment_seconds)
+    if n < 1 or not math.isclose(n, round(n), rel_tol=0, abs_tol=1e-6):
+        raise ModelError(
+            f"a segment of {segment_seconds} s at {sfreq} Hz is {n:g} samples; "
+            "MVPFormer needs a whole, positive number of samples per segment "
+            "(resample the recording or change segment_seconds)"
+        )
+    return int(round(n))
+
+
+def codebook_rows(n: int, indexing: str, device=None) -> torch.Tensor:
+    """Codebook row used for each distance ``d = 0 .. n-1``.
+
+    ``"reference"`` reproduces the reference implementation (and braindecode):
+    distance ``d`` among ``n`` segments (or channels) reads row ``n - 1 - d``, so the
+    row for a given distance depends on the current input size. ``"distance"`` reads
+    row ``d`` whatever the input size, which makes the model translation-invariant in
+    time (a prefix gives the same outputs whatever follows; streaming can reuse its
+    cache) and gives a distance the same meaning for every channel count.
+    """
+    d = torch.arange(n, device=device)
+    if indexing == "reference":
+        return n - 1 - d
+    return d
+
+
+class WaveletEmbedding(nn.Module):
+    """Segment tokenizer: fixed db4 wavelet decomposition -> RMSNorm -> Linear.
+
+    Input ``(..., segment_len)`` raw samples, output ``(..., d_model)``. The full-depth
+    periodic db4 decomposition (``[cA_n, cD_n, ..., cD_1]``, as ``pywt.wavedec(...,
+    mode="periodic")``) has no parameters; only the norm and the projection learn.
+    Same computation and parameter names as braindecode's ``_WaveletPatchEmbed``
+    (which computes the decomposition in float32 whatever the model's dtype).
+    """
+
+    def __init__(self, segment_len: int, d_model: int):
+        super().__init__()
+        self.register_buffer("_filters", daubechies_filters(4), persistent=False)
+        self.dwt_size = wavelet_decomposition(
+            torch.zeros(1, segment_len), self._filters
+        ).shape[-1]
+        self.ln = nn.RMSNorm(self.dwt_size, eps=1e-5)
+        self.proj = nn.Linear(self.dwt_size, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # decomposition in at least float32 (float64 for a float64 model)
+        dtype = torch.promote_types(self.ln.weight.dtype, torch.float32)
+        feats = self.ln(wavelet_decomposition(x.to(dtype), self._filters))
+        return self.proj(feats.to(self.proj.weight.dtype))
+
+
+class MVPAttention(nn.Module):
+    """Grouped-query MVPA attention layer around :func:`kernels.mvpa_attention`.
+
+    Projections (braindecode names): ``q_attn`` (queries), ``c_attn`` (content keys |
+    values), ``position_net`` / ``channel_net`` (keys of the time / channel distance
+    codebooks, W_kR / W_kC), ``attn_bias`` (the u | v | z biases, one ``kv_dim``
+    slice each, shared by the query heads of a KV group), ``c_proj`` (output).
+
+    For a query ``q`` of head h the kernel receives ``q + u`` for the content term
+    and the per-distance tables ``bias_time[d] = (q + v) . Kt[row_t(d)]`` and
+    ``bias_chan[d] = (q + z) . Kc[row_c(d)]``, rows chosen by
+    :func:`codebook_rows`. Attention-weight dropout is not applied (the kernels
+    have none); ``resid_drop`` applies to the output.
+    """
+
+    def __init__(self, d_model, n_heads, n_head_kv, local_window=10, resid_drop=0.0):
+        super().__init__()
+        if d_model % n_heads or n_heads % n_head_kv:
+            raise ModelError(
+                f"d_model ({d_model}) must be a multiple of n_heads ({n_heads}) and "
+                f"n_heads a multiple of n_head_kv ({n_head_kv})"
+            )
+        self.n_heads = n_heads
+        self.n_head_kv = n_head_kv
+        self.head_dim = d_model // n_heads
+        self.kv_dim = self.head_dim * n_head_kv
+        self.local_window = local_window
+        self.q_attn = nn.Linear(d_model, d_model, bias=False)
+        self.c_attn = nn.Linear(d_model, 2 * self.kv_dim, bias=False)
+        self.position_net = nn.Linear(d_model, self.kv_dim, bias=False)
+        self.channel_net = nn.Linear(d_model, self.kv_dim, bias=False)
+        self.c_proj = nn.Linear(d_model, d_model, bias=False)
+        self.attn_bias = nn.Parameter(torch.empty(3 * self.kv_dim))
+        nn.init.normal_(self.attn_bias, std=0.02)
+        self.resid_dropout = nn.Dropout(resid_drop)
+
+    def _heads(self, x, n):  # (B, N, n*hd) -> (B, n, N, hd)
+        return x.unflatten(-1, (n, self.head_dim)).transpose(1, 2)
+
+    def _per_query_head(self, x):  # (..., Hkv, hd) -> (..., H, hd), GQA order
+        return x.repeat_interleave(self.n_heads // self.n_head_kv, dim=-2)
+
+    def project(self, x, time_codes, chan_codes):
+        """Queries, keys, values and relative bias tables for tokens ``x``.
+
+        ``x`` (B, N, D) normalised hidden states; ``time_codes`` (T, D) and
+        ``chan_codes`` (C, D) the codebook rows for distances 0..T-1 / 0..C-1.
+        Returns ``q + u`` (B, H, N, hd), ``k``, ``v`` (B, Hkv, N, hd),
+        ``bias_time`` (B, H, N, T) and ``bias_chan`` (B, H, N, C).
+        """
+        q = self._heads(self.q_attn(x), self.n_heads)
+        k, v = self.c_attn(x).split(self.kv_dim, dim=-1)
+        k, v = self._heads(k, self.n_head_kv), self._heads(v, self.n_head_kv)
+        u, vb, z = (
+            self._per_query_head(b.view(self.n_head_kv, self.head_dim))[None, :, None]
+            for b in self.attn_bias.split(self.kv_dim)
+        )
+        kt = self._per_query_head(
+            self.position_net(time_codes).unflatten(-1, (self.n_head_kv, -1))
+        )  # (T, H, hd)
+        kc = self._per_query_head(
+            self.channel_net(chan_codes).unflatten(-1, (self.n_head_kv, -1))
+        )  # (C, H, hd)
+        bias_time = torch.einsum("bhnd,thd->bhnt", q + vb, kt)
+        bias_chan = torch.einsum("bhnd,chd->bhnc", q + z, kc)
+        return q + u, k, v, bias_time, bias_chan
+
+    def merge(self, out):  # (B, H, N, hd) -> (B, N, D)
+        return self.resid_dropout(self.c_proj(out.transpose(1, 2).flatten(2)))
+
+    def forward(self, x, time_codes, chan_codes, n_channels, backend="auto"):
+        q, k, v, bias_time, bias_chan = self.project(x, time_codes, chan_codes)
+        out = kernels.mvpa_attention(
+            q, k, v, bias_time, bias_chan,
+            n_channels=n_channels, window=self.local_window, backend=backend,
+        )
+        return self.merge(out)
+
+
+class SwiGLU(nn.Module):
+    """Llama feed-forward ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, d_model: int, d_inner: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_inner, bias=False)
+        self.up_proj = nn.Linear(d_model, d_inner, bias=False)
+        self.down_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MVPABlock(nn.Module):
+    """Parallel decoder block ``x + attn(RMSNorm(x)) + SwiGLU(RMSNorm(x))``."""
+
+    def __init__(self, d_model, n_heads, n_head_kv, d_inner, local_window, drop):
+        super().__init__()
+        self.ln_1 = nn.RMSNorm(d_model, eps=1e-5)
+        self.attn = MVPAttention(d_model, n_heads, n_head_kv, local_window, drop)
+        self.mlp = SwiGLU(d_model, d_inner)
+
+    def forward(self, x, time_codes, chan_codes, n_channels, backend="auto"):
+        h = self.ln_1(x)
+        return x + self.mlp(h) + self.attn(h, time_codes, chan_codes, n_channels, backend)
+
+
+@dataclass
+class StreamState:
+    """State of one stream of :meth:`MVPFormer.step`: a KV cache per layer.
+
+    ``caches[l]`` is layer ``l``'s :class:`kernels.MVPAKVCache` holding the keys and
+    values of the last ``context`` segments, each computed when its segment was the
+    newest one. ``n_seen`` counts all segments pushed so far.
+    """
+
+    n_channels: int
+    context: int
+    caches: list = field(default_factory=list)
+    n_seen: int = 0
+
+    @property
+    def n_cached(self) -> int:
+        """Number of segments (the newest included) currently in the cache."""
+        return self.caches[0].n_segments if self.caches else 0
+
+
+class MVPFormer(EEGModuleMixin, nn.Module):
+    r"""MVPFormer (Carzaniga et al., 2026) with MVPA attention from :mod:`kernels`.
+
+    Input contract
+        ``x`` of shape ``(batch, n_channels, n_samples)``, already resampled to the
+        rate the model was trained at, with ``n_samples`` a whole multiple of
+        ``segment_len`` (``T = n_samples / segment_len`` segments, at most
+        ``max_segments``) and ``n_channels`` at most ``max_channels``. Any channel
+        count works with the same weights; ``n_chans`` is only informative.
+
+    Architecture
+        1. Tokens: every (segment, channel) -> db4 wavelet decomposition -> RMSNorm ->
+           Linear(dwt_size -> d_model) (:class:`WaveletEmbedding`); grid flattened
+           time-major, token ``t * C + c``; dropout.
+        2. ``n_layers`` parallel blocks ``x + attn(RMSNorm(x)) + SwiGLU(RMSNorm(x))``
+           with grouped-query MVPA (:class:`MVPAttention`): content term windowed to
+           ``local_window`` past segments except for the queries of the last segment,
+           time-relative term from a learned codebook of ``max_segments`` distances,
+           channel-relative term from one of ``max_channels`` channel distances,
+           causal in time, all channels of a segment see each other.
+        3. Final RMSNorm ``ln_f``.
+        4. Heads: the seizure head ``final_layer`` takes the last segment, averages
+           over channels and maps ``d_model -> n_outputs`` (:meth:`forward`); the
+           pretraining head ``pretrain_head`` maps the output at ``(t, c)`` to a
+           prediction of the token embedding at ``(t + 1, c)``
+           (:meth:`forward_pretrain`, trained with :mod:`models.pretrain`).
+
+    Codebook indexing
+        The reference indexes the time codebook by ``T - 1 - d`` and the channel
+        codebook by ``C - 1 - |c - c'|`` (the row of a distance moves with the input
+        size). ``codebook_indexing="reference"`` keeps that, for checkpoints trained
+        that way (:meth:`from_braindecode` sets it). The default ``"distance"`` reads
+        row ``d``: the output of a prefix does not depend on what follows (so
+        :meth:`step` reuses cached keys exactly) and a channel distance means the same
+        for 1 or 128 channels. Both share the parameter layout.
+
+    Parameters
+    ----------
+    n_outputs, n_chans, chs_info, n_times, input_window_seconds, sfreq
+        braindecode signal parameters (``n_outputs`` defaults to 2: seizure or not).
+    size : {"tiny", "S", "M"}
+        Preset for ``d_model, n_layers, n_heads, n_head_kv, d_inner``; an explicit
+        value of any of those overrides it.
+    segment_len : int
+        Samples per segment (reference: 2560 = 5 s at 512 Hz; see
+        :func:`segment_samples`).
+    local_window : int
+        Content-attention window in segments (reference 10).
+    max_segments, max_channels : int
+        Sizes of the time (110) and channel (128) distance codebooks: the limits on
+        ``T`` and ``C``.
+    drop_prob : float
+        Dropout on token embeddings and on the attention/MLP outputs.
+    codebook_indexing : {"distance", "reference"}
+        See above.
+    backend : {"auto", "reference", "triton"}
+        Passed to :func:`kernels.mvpa_attention`.
+
+    References
+    ----------
+    Carzaniga, F. S., Hersche, M., Sebastian, A., Schindler, K., & Rahimi, A.
+    (2026). A foundation model with multi-variate parallel attention to generate
+    neuronal activity. ICLR. arXiv:2506.20354.
+    """
+
+    def __init__(
+        self,
+        n_outputs=2,
+        n_chans=None,
+        chs_info=None,
+        n_times=None,
+        input_window_seconds=None,
+        sfreq=None,
+        *,
+        size="tiny",
+        segment_len=2560,
+        d_model=None,
+        n_layers=None,
+        n_heads=None,
+        n_head_kv=None,
+        d_inner=None,
+        local_window=10,
+        max_segments=110,
+        max_channels=128,
+        drop_prob=0.1,
+        codebook_indexing="distance",
+        backend="auto",
+    ):
+        super().__init__(
+            n_outputs=n_outputs, n_chans=n_chans, chs_info=chs_info,
+            n_times=n_times, input_window_seconds=input_window_seconds, sfreq=sfreq,
+        )
+        if size not in PRESETS:
+            raise ModelError(f"size must be one of {sorted(PRESETS)}, got {size!r}")
+        if codebook_indexing not in CODEBOOK_INDEXING:
+            raise ModelError(
+                f"codebook_indexing must be one of {CODEBOOK_INDEXING}, "
+                f"got {codebook_indexing!r}"
+            )
+        if not isinstance(segment_len, int) or segment_len < 8:
+            raise ModelError(
+                f"segment_len must be an integer number of samples >= 8 (the db4 "
+                f"filter length), got {segment_len!r}"
+            )
+        arch = dict(PRESETS[size])
+        for name, value in dict(
+            d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+            n_head_kv=n_head_kv, d_inner=d_inner,
+        ).items():
+            if value is not None:
+                arch[name] = value
+        self.size = size
+        self.segment_len = segment_len
+        self.d_model = arch["d_model"]
+        self.n_layers = arch["n_layers"]
+        self.n_heads = arch["n_heads"]
+        self.n_head_kv = arch["n_head_kv"]
+        self.d_inner = arch["d_inner"]
+        self.local_window = local_window
+        self.max_segments = max_segments
+        self.max_channels = max_channels
+        self.drop_prob = drop_prob
+        self.codebook_indexing = codebook_indexing
+        self.backend = backend
+        if n_chans is not None:
+            self._check_channels(n_chans)
+        if self._n_times is not None:
+            self._check_samples(self._n_times)
+
+        self.patch_embed = WaveletEmbedding(segment_len, self.d_model)
+        self.positional_embedding = nn.Embedding(max_segments, self.d_model)
+        self.channel_embedding = nn.Embedding(max_channels, self.d_model)
+        self.drop = nn.Dropout(drop_prob)
+        self.blocks = nn.ModuleList(
+            MVPABlock(
+                self.d_model, self.n_heads, self.n_head_kv, self.d_inner,
+                local_window, drop_prob,
+            )
+            for _ in range(self.n_layers)
+        )
+        self.ln_f = nn.RMSNorm(self.d_model, eps=1e-5)
+        self.final_layer = nn.Linear(self.d_model, self.n_outputs, bias=False)
+        self.pretrain_head = nn.Linear(self.d_model, self.d_model, bias=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ checks
+    def _check_channels(self, n_channels):
+        if n_channels < 1 or n_channels > self.max_channels:
+            raise ModelError(
+                f"MVPFormer takes 1 to max_channels={self.max_channels} channels "
+                f"(the size of its channel codebook), got {n_channels}"
+            )
+
+    def _check_samples(self, n_samples):
+        if n_samples < self.segment_len:
+            raise ModelError(
+                f"the input has {n_samples} samples, shorter than one segment "
+                f"(segment_len={self.segment_len} samples)"
+            )
+        if n_samples % self.segment_len:
+            raise ModelError(
+                f"the input has {n_samples} samples, not a whole number of segments "
+                f"of segment_len={self.segment_len} samples "
+                f"({n_samples / self.segment_len:.3f}); crop it to a multiple"
+            )
+        n_segments = n_samples // self.segment_len
+        if n_segments > self.max_segments:
+            raise ModelError(
+                f"the input has {n_segments} segments, more than "
+                f"max_segments={self.max_segments} (the size of the time codebook)"
+            )
+        return n_segments
+
+    def _check_input(self, x):
+        if not isinstance(x, torch.Tensor) or x.ndim != 3:
+            raise ModelError(
+                "MVPFormer expects a tensor (batch, n_channels, n_samples), got "
+                f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}"
+            )
+        self._check_channels(x.shape[1])
+        return self._check_samples(x.shape[2])
+
+    # ----------------------------------------------------------------- network
+    def _codes(self, n_segments, n_channels, device):
+        time = self.positional_embedding(
+            codebook_rows(n_segments, self.codebook_indexing, device)
+        )
+        chan = self.channel_embedding(
+            codebook_rows(n_channels, self.codebook_indexing, device)
+        )
+        return time, chan
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``(batch, T, C, d_model)`` of ``x (batch, C, T*segment_len)``."""
+        n_segments = self._check_input(x)
+        segments = x.unflatten(-1, (n_segments, self.segment_len)).transpose(1, 2)
+        return self.patch_embed(segments)
+
+    def encode(self, x: torch.Tensor, return_embeddings: bool = False):
+        """Final hidden states ``(batch, T, C, d_model)`` (after ``ln_f``).
+
+        With ``return_embeddings`` also returns the token embeddings (the targets of
+        next-segment pretraining).
+        """
+        embeds = self.embed(x)
+        batch, n_segments, n_channels, _ = embeds.shape
+        time_codes, chan_codes = self._codes(n_segments, n_channels, x.device)
+        hidden = self.drop(embeds).flatten(1, 2)
+        for block in self.blocks:
+            hidden = block(hidden, time_codes, chan_codes, n_channels, self.backend)
+        hidden = self.ln_f(hidden).unflatten(1, (n_segments, n_channels))
+        return (hidden, embeds) if return_embeddings else hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Seizure-head logits ``(batch, n_outputs)``: last segment, channel mean."""
+        return self.final_layer(self.encode(x)[:, -1].mean(dim=1))
+
+    def forward_pretrain(self, x: torch.Tensor):
+        """Next-segment predictions and targets for contrastive pretraining.
+
+        Returns ``(pred, target)``, both ``(batch, T - 1, C, d_model)``:
+        ``pred[:, t, c] = pretrain_head(h[:, t, c])`` and ``target[:, t, c]`` the
+        token embedding of segment ``t + 1``, channel ``c``.
+        """
+        hidden, embeds = self.encode(x, return_embeddings=True)
+        if hidden.shape[1] < 2:
+            raise ModelError(
+                "next-segment pretraining needs windows of at least 2 segments "
+                f"({2 * self.segment_len} samples), got {hidden.shape[1]}"
+            )
+        return self.pretrain_head(hidden[:, :-1]), embeds[:, 1:]
+
+    def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel contributions to the seizure-head logits, ``(batch, C, n_outputs)``.
+
+        The head is linear in the channel mean of the last segment's hidden states
+        ``h_c``, so ``logits = sum_c final_layer(h_c) / C`` exactly: entry ``[b, c]``
+        is channel ``c``'s additive share ``final_layer(h_c) / C`` and the sum over
+        channels equals :meth:`forward`. It says which channels' last-segment states
+        push the decision (e.g. ``[..., 1] - [..., 0]`` towards "seizure"); each
+        ``h_c`` still depends on all channels through attention, so it is an
+        attribution of the readout, not a causal ablation.
+        """
+        hidden = self.encode(x)[:, -1]
+        return self.final_layer(hidden) / hidden.shape[1]
+
+    # --------------------------------------------------------------- streaming
+    def init_stream(self, n_channels: int, context: int | None = None) -> StreamState:
+        """Empty key/value cache for :meth:`step` on ``n_channels`` channels.
+
+        ``context`` bounds the segments attended to (cached + new), default and
+        at most ``max_segments``; older segments leave the cache.
+        """
+        self._check_channels(n_channels)
+        context = self.max_segments if context is None else context
+        if not 1 <= context <= self.max_segments:
+            raise ModelError(
+                f"context must be 1 to max_segments={self.max_segments} segments, "
+                f"got {context}"
+            )
+        caches = [kernels.MVPAKVCache(n_channels, context) for _ in self.blocks]
+        return StreamState(n_channels=n_channels, context=context, caches=caches)
+
+    @torch.no_grad()
+    def step(self, state: StreamState, segment: torch.Tensor) -> torch.Tensor:
+        """Push one new segment ``(batch, C, segment_len)``; return its hidden states.
+
+        Returns the final hidden states of the new segment ``(batch, C, d_model)``
+        (apply :meth:`head` for logits). The new segment's tokens attend to the cached
+        keys/values of up to ``context - 1`` previous segments, through the kernels'
+        streaming path, and their own keys/values are appended to the cache.
+
+        Exactness: the new segment is the *last* one, so its queries see the full
+        content term, exactly as in a full recompute over the same cached window. The
+        cached keys/values of an earlier segment were computed when *it* was the
+        last one (full content term), whereas a full recompute gives earlier
+        segments only the ``local_window`` content term, and in layers >= 2 their
+        keys/values then differ. The result is therefore exact for the first layer
+        and while at most ``local_window + 2`` segments are attended to, and an
+        approximation otherwise (measured in the issue notes); with
+        ``codebook_indexing="reference"`` the codebook rows also move as the window
+        grows.
+        """
+        if segment.ndim != 3 or segment.shape[-1] != self.segment_len:
+            raise ModelError(
+                "step expects one segment (batch, n_channels, segment_len="
+                f"{self.segment_len}), got shape {tuple(segment.shape)}"
+            )
+        if segment.shape[1] != state.n_channels:
+            raise ModelError(
+                f"the stream was opened for {state.n_channels} channels, got a "
+                f"segment with {segment.shape[1]}"
+            )
+        return _stream_step(self, state, segment)
+
+    def head(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        """Seizure logits from the last segment's hidden states ``(batch, C, d_model)``."""
+        return self.final_layer(hidden_last.mean(dim=1))
+
+    # ------------------------------------------------------------- conversion
+    @classmethod
+    def from_braindecode(cls, module) -> "MVPFormer":
+        """An :class:`MVPFormer` carrying the weights of a braindecode ``MVPFormer``.
+
+        The architecture is read from ``module``; the codebooks are indexed the
+        reference way (``codebook_indexing="reference"``), so in eval mode both give
+        the same logits for inputs of whole segments (braindecode zero-pads a partial
+        last segment; this model refuses it). The pretraining head, absent from
+        braindecode, keeps its fresh initialisation.
+
+        Raises
+        ------
+        ModelError
+            If ``module`` uses options this model does not implement (concat pooling,
+            no global content term, per-layer logit scaling, another activation).
+        """
+        blk = module.blocks[0]
+        attn = blk.attn
+        if (
+            module.pooling != "mean"
+            or not attn.global_att
+            or attn.scale_by_layer_idx
+            or not attn.scale_attn
+            or not isinstance(blk.mlp.act, nn.SiLU)
+        ):
+            raise ModelError(
+                "from_braindecode supports braindecode MVPFormer with pooling='mean', "
+                "global_att=True, scale_attn=True, scale_by_layer_idx=False and SiLU"
+            )
+        model = cls(
+            n_outputs=module.n_outputs,
+            n_chans=module.n_chans,
+            n_times=None,
+            sfreq=module._sfreq,
+            segment_len=int(module.segment_len),
+            d_model=module.d_model,
+            n_layers=len(module.blocks),
+            n_heads=attn.n_heads,
+            n_head_kv=attn.n_head_kv,
+            d_inner=blk.mlp.gate_proj.out_features,
+            local_window=attn.local_window,
+            max_segments=module.positional_embedding.num_embeddings,
+            max_channels=module.channel_embedding.num_embeddings,
+            drop_prob=module.drop.p,
+            codebook_indexing="reference",
+        )
+        state = {k: v for k, v in module.state_dict().items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) != {"pretrain_head.weight"}:
+            raise ModelError(
+                "braindecode MVPFormer state does not match: missing "
+                f"{sorted(missing)}, unexpected {sorted(unexpected)}"
+            )
+        weight = next(module.parameters())
+        return model.to(device=weight.device, dtype=weight.dtype)
+
+
+def _stream_step(model: MVPFormer, state: StreamState, segment: torch.Tensor):
+    n_channels = state.n_channels
+    n_segments = min(state.n_cached + 1, state.context)
+    time_codes, chan_codes = model._codes(n_segments, n_channels, segment.device)
+    hidden = model.patch_embed(segment)  # (B, C, D): C tokens of one segment
+    for block, cache in zip(model.blocks, state.caches):
+        normed = block.ln_1(hidden)
+        q, k, v, bias_time, bias_chan = block.attn.project(normed, time_codes, chan_codes)
+        cache.append(k, v)
+        out = cache.attend(q, bias_time, bias_chan, backend=model.backend)
+        hidden = hidden + block.mlp(normed) + block.attn.merge(out)
+    state.n_seen += 1
+    return model.ln_f(hidden)
