@@ -1,0 +1,295 @@
+"""Deep-learning pipelines: braindecode models trained through ``EEGClassifier``.
+
+:class:`DeepClassifier` is a scikit-learn classifier (usable in MOABB evaluations,
+grid searches and ``bci train``) around braindecode's skorch ``EEGClassifier``.
+It adds what raw arrays from MOABB need before they reach a network:
+
+- **dtype**: inputs are converted to float32 (MOABB and MNE give float64);
+- **amplitude scale**: MOABB/MNE signals are in volts (about 1e-5), far from the
+  unit scale deep networks are initialised for. ``scale="auto"`` learns one
+  global factor at ``fit``, ``1 / std`` of the training signals, and applies it
+  to every later input. A single factor (not per-trial or per-channel
+  z-scoring) keeps the relative power between trials and channels, which is
+  what motor-imagery decoding relies on, and works whatever the unit (volts,
+  microvolts, or already standardised data). A number (e.g. ``1e6`` for volts
+  -> microvolts) fixes the factor instead;
+- **signal parameters**: ``n_chans``, ``n_times`` and ``n_outputs`` come from the
+  training data at ``fit`` (as ``EEGClassifier`` infers them), ``sfreq`` from
+  :class:`mne.Epochs` or the ``sfreq`` parameter;
+- **seeding**: ``seed`` fixes weight initialisation, batch order, dropout and the
+  validation split, so two fits on the same data and threads give the same model.
+
+Training recipe (DBConformer paper): Adam, learning rate 1e-3, batch size 32,
+cross-entropy, a fixed number of epochs (``validation=None``, the paper's
+protocol). ``validation=0.2`` holds out a stratified 20% of the training trials
+and stops early when the validation loss has not improved for ``patience``
+epochs, restoring the best weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.validation import check_is_fitted
+
+from bci.errors import ConfigError, DataError
+
+__all__ = ["DEEP_MODELS", "DeepClassifier", "make_deep_pipeline"]
+
+#: Names accepted by :func:`make_deep_pipeline` (our DBConformer + braindecode peers).
+DEEP_MODELS = ("DBConformer", "EEGNet", "ShallowFBCSPNet", "EEGConformer", "ATCNet", "IFNet", "CTNet")
+
+
+def _model_class(name: str) -> type[torch.nn.Module]:
+    """The module class called ``name`` (one of :data:`DEEP_MODELS`)."""
+    if name not in DEEP_MODELS:
+        raise ConfigError(f"unknown deep model {name!r}; expected one of {', '.join(DEEP_MODELS)}")
+    if name == "DBConformer":
+        from models.dbconformer import DBConformer
+
+        return DBConformer
+    import braindecode.models
+
+    return getattr(braindecode.models, name)
+
+
+def _as_signals(X) -> tuple[np.ndarray, float | None]:
+    """Signals ``(n_trials, n_chans, n_times)`` as float64 and the sampling rate if known."""
+    import mne
+
+    sfreq = None
+    if isinstance(X, mne.BaseEpochs):
+        sfreq = float(X.info["sfreq"])
+        X = X.get_data()
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 3:
+        raise DataError(f"expected signals of shape (n_trials, n_channels, n_times); got shape {X.shape}")
+    if X.shape[0] == 0 or not np.isfinite(X).all():
+        raise DataError(
+            f"expected a non-empty array of finite values; got shape {X.shape} with NaN/inf or no trials"
+        )
+    return X, sfreq
+
+
+class DeepClassifier(ClassifierMixin, BaseEstimator):
+    """A braindecode model trained with ``EEGClassifier``, as a scikit-learn classifier.
+
+    Input contract: ``X`` is an array ``(n_trials, n_channels, n_times)`` (any float
+    dtype, any amplitude unit) or :class:`mne.Epochs`; ``y`` holds one label per
+    trial (any hashable labels). ``predict_proba`` returns class probabilities in
+    the order of ``classes_``.
+
+    Parameters
+    ----------
+    model : str
+        One of :data:`DEEP_MODELS`.
+    module_params : dict or None
+        Extra constructor arguments of the model (e.g. ``{"temporal_depth": 6}``).
+    sfreq : float or None
+        Sampling rate of the signals in Hz; needed unless ``X`` is ``mne.Epochs``.
+    scale : "auto" or float
+        Amplitude factor: ``"auto"`` learns ``1 / std`` of the training signals at
+        fit; a number is used as given (``1.0`` keeps the data as is).
+    max_epochs : int
+        Training epochs (the maximum when early stopping is on).
+    lr : float
+        Adam learning rate.
+    batch_size : int
+        Mini-batch size (the last, smaller batch of an epoch is kept).
+    weight_decay : float
+        Adam weight decay.
+    validation : float or None
+        Fraction of training trials held out (stratified) for early stopping on
+        the validation loss; ``None`` trains for ``max_epochs`` on all trials.
+    patience : int
+        Early-stopping patience in epochs (used only with ``validation``).
+    seed : int
+        Random seed for initialisation, batch order, dropout and the split.
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+    verbose : int
+        skorch verbosity (1 prints one line per epoch).
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The class labels.
+    scale_ : float
+        The amplitude factor applied to inputs.
+    module_kwargs_ : dict
+        Constructor arguments of the fitted module (signal parameters included).
+    net_ : braindecode.EEGClassifier
+        The fitted skorch net; ``net_.module_`` is the torch module and
+        ``net_.history`` the per-epoch losses and durations.
+    """
+
+    def __init__(
+        self,
+        model: str = "DBConformer",
+        module_params: dict | None = None,
+        sfreq: float | None = None,
+        scale: str | float = "auto",
+        max_epochs: int = 100,
+        lr: float = 1e-3,
+        batch_size: int = 32,
+        weight_decay: float = 0.0,
+        validation: float | None = None,
+        patience: int = 20,
+        seed: int = 42,
+        device: str = "cpu",
+        verbose: int = 0,
+    ):
+        self.model = model
+        self.module_params = module_params
+        self.sfreq = sfreq
+        self.scale = scale
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.validation = validation
+        self.patience = patience
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    def _device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def _build_net(self, module_kwargs: dict):
+        from braindecode import EEGClassifier
+        from skorch.callbacks import EarlyStopping
+        from skorch.dataset import ValidSplit
+
+        callbacks = []
+        train_split = None
+        if self.validation is not None:
+            if not 0.0 < float(self.validation) < 1.0:
+                raise ConfigError(f"validation must be a fraction in (0, 1) or None; got {self.validation!r}")
+            train_split = ValidSplit(float(self.validation), stratified=True, random_state=self.seed)
+            callbacks.append(("early_stopping", EarlyStopping(patience=self.patience, load_best=True)))
+        return EEGClassifier(
+            _model_class(self.model),
+            **{f"module__{k}": v for k, v in module_kwargs.items()},
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=torch.optim.Adam,
+            optimizer__lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            train_split=train_split,
+            callbacks=callbacks,
+            iterator_train__drop_last=False,
+            device=self._device(),
+            verbose=self.verbose,
+        )
+
+    def _prepare(self, X) -> np.ndarray:
+        X, _ = _as_signals(X)
+        expected = (self.module_kwargs_["n_chans"], self.module_kwargs_["n_times"])
+        if X.shape[1:] != expected:
+            raise DataError(
+                f"{self.model} was fitted on trials of shape (n_channels, n_times) = {expected}; "
+                f"got {X.shape[1:]}"
+            )
+        return (X * self.scale_).astype(np.float32)
+
+    def fit(self, X, y):
+        """Train a fresh model on trials ``X`` with labels ``y``."""
+        X, sfreq = _as_signals(X)
+        y = np.asarray(y)
+        if y.shape != (X.shape[0],):
+            raise DataError(f"expected one label per trial ({X.shape[0]}); got labels of shape {y.shape}")
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise DataError(f"expected at least 2 classes; got {encoder.classes_.tolist()}")
+        sfreq = sfreq if sfreq is not None else self.sfreq
+        if sfreq is None:
+            raise ConfigError(f"{self.model}: the sampling rate is unknown; pass sfreq= or fit on mne.Epochs")
+        if self.scale == "auto":
+            std = X.std()
+            if std == 0:
+                raise DataError("cannot scale signals automatically: every training value is the same")
+            scale = 1.0 / float(std)
+        elif isinstance(self.scale, (int, float)) and self.scale > 0:
+            scale = float(self.scale)
+        else:
+            raise ConfigError(f"scale must be 'auto' or a positive number; got {self.scale!r}")
+
+        self.classes_ = encoder.classes_
+        self.scale_ = scale
+        self.module_kwargs_ = {
+            **(self.module_params or {}),
+            "n_chans": X.shape[1],
+            "n_times": X.shape[2],
+            "n_outputs": len(encoder.classes_),
+            "sfreq": float(sfreq),
+        }
+        torch.manual_seed(self.seed)
+        self.net_ = self._build_net(self.module_kwargs_)
+        self.net_.fit((X * scale).astype(np.float32), encoder.transform(y).astype(np.int64))
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities ``(n_trials, n_classes)`` in the order of ``classes_``."""
+        check_is_fitted(self, "net_")
+        return self.net_.predict_proba(self._prepare(X))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class label of every trial."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    @property
+    def module_(self) -> torch.nn.Module:
+        """The fitted torch module."""
+        check_is_fitted(self, "net_")
+        return self.net_.module_
+
+    def to_checkpoint(self) -> dict:
+        """Everything needed to rebuild the fitted classifier, as plain values and tensors.
+
+        The result can be written with ``torch.save`` and read back with
+        ``torch.load(path, weights_only=True)`` (as long as ``module_params`` hold
+        only numbers, strings, lists and tuples); see :meth:`from_checkpoint`.
+        """
+        check_is_fitted(self, "net_")
+        return {
+            "params": self.get_params(),
+            "classes": self.classes_.tolist(),
+            "scale": self.scale_,
+            "module_kwargs": dict(self.module_kwargs_),
+            "state_dict": {k: v.detach().cpu() for k, v in self.net_.module_.state_dict().items()},
+        }
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> DeepClassifier:
+        """Rebuild a fitted classifier from :meth:`to_checkpoint`'s output."""
+        try:
+            clf = cls(**checkpoint["params"])
+            clf.classes_ = np.asarray(checkpoint["classes"])
+            clf.scale_ = float(checkpoint["scale"])
+            clf.module_kwargs_ = dict(checkpoint["module_kwargs"])
+            clf.net_ = clf._build_net(clf.module_kwargs_).initialize()
+            clf.net_.module_.load_state_dict(checkpoint["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise DataError(f"not a valid DeepClassifier checkpoint: {err}") from err
+        return clf
+
+
+def make_deep_pipeline(name: str, **params) -> DeepClassifier:
+    """A :class:`DeepClassifier` for model ``name`` (one of :data:`DEEP_MODELS`).
+
+    Keyword arguments that are :class:`DeepClassifier` parameters (``max_epochs``,
+    ``lr``, ``batch_size``, ``seed``, ``sfreq``, ``scale``, ``validation``, ...) set
+    the training; any other keyword is passed to the model's constructor (e.g.
+    ``temporal_depth=6`` for DBConformer, ``F1=16`` for EEGNet).
+    """
+    _model_class(name)  # validate the name now, not at fit
+    own = set(DeepClassifier._get_param_names()) - {"model", "module_params"}
+    module_params = dict(params.pop("module_params", None) or {})
+    module_params.update({k: params.pop(k) for k in list(params) if k not in own})
+    return DeepClassifier(model=name, module_params=module_params or None, **params)
