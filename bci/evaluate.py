@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 RESULT_COLUMNS = [
     "dataset", "subject", "session", "pipeline", "score", "accuracy", "time", "fit_time",
     "predict_time", "samples", "n_test", "channels", "n_sessions", "evaluation", "scoring",
-    "seed", "params",
+    "seed", "params", "warnings",
 ]  # fmt: skip
 
 
@@ -145,23 +146,48 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
-def seed_estimator(estimator: BaseEstimator, seed: int) -> BaseEstimator:
-    """Set every unset ``random_state``/``seed`` parameter of a pipeline to ``seed``."""
-    params = estimator.get_params(deep=True)
-    update = {k: seed for k, v in params.items() if (k.endswith("random_state") or k.split("__")[-1] == "seed") and v is None}
+def fill_unset(estimator: BaseEstimator, *, seed: int, sfreq: float) -> BaseEstimator:
+    """Set unset ``random_state``/``seed`` (and shuffled inner CV splits) to ``seed``, ``sfreq`` to the data's rate."""
+    update = {}
+    for key, value in estimator.get_params(deep=True).items():
+        leaf = key.split("__")[-1]
+        if value is None and (leaf in ("random_state", "seed")):
+            update[key] = seed
+        elif value is None and leaf == "sfreq":
+            update[key] = sfreq
+        elif leaf == "cv" and getattr(value, "shuffle", False) and value.random_state is None:
+            update[key] = type(value)(n_splits=value.n_splits, shuffle=True, random_state=seed)
     return estimator.set_params(**update) if update else estimator
 
 
-def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int) -> dict:
-    """Fit on the split's training trials, score on its test trials."""
-    est = seed_estimator(clone(pipeline), seed)
-    t0 = time.perf_counter()
-    est.fit(X[split.train], y[split.train])
-    fit_time = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    score = get_scorer(scoring)(est, X[split.test], y[split.test])
-    accuracy = accuracy_score(y[split.test], est.predict(X[split.test]))
-    predict_time = time.perf_counter() - t0
+def _group_fit_params(estimator, groups: np.ndarray) -> dict:
+    """``step__groups`` for the pipeline steps whose fit takes groups (alignment per session/run)."""
+    import inspect
+
+    params = {}
+    for name, step in getattr(estimator, "steps", []):
+        if step != "passthrough" and "groups" in inspect.signature(step.fit).parameters:
+            params[f"{name}__groups"] = groups
+    return params
+
+
+def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float, groups: np.ndarray) -> dict:
+    """Fit on the split's training trials, score on its test trials.
+
+    Steps that align signals or matrices per group (Euclidean alignment, Riemannian
+    re-centering) get the training trials' session (or run) labels as ``groups``.
+    """
+    est = fill_unset(clone(pipeline), seed=seed, sfreq=sfreq)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        est.fit(X[split.train], y[split.train], **_group_fit_params(est, groups[split.train]))
+        fit_time = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        score = get_scorer(scoring)(est, X[split.test], y[split.test])
+        accuracy = accuracy_score(y[split.test], est.predict(X[split.test]))
+        predict_time = time.perf_counter() - t0
+    messages = sorted({str(w.message).splitlines()[0][:100] for w in caught if not issubclass(w.category, (FutureWarning, DeprecationWarning))})
     return {
         "score": float(score),
         "accuracy": float(accuracy),
@@ -171,6 +197,7 @@ def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int) -> dict:
         "samples": int(len(split.train)),
         "n_test": int(len(split.test)),
         "params": json.dumps(chosen_params(est), sort_keys=True),
+        "warnings": "; ".join(f"{m} (x{sum(str(w.message).startswith(m) for w in caught)})" for m in messages),
     }
 
 
@@ -189,8 +216,15 @@ class ResultsFile:
 
     def append(self, rows: list[dict]) -> None:
         frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-        header = not self.path.exists() or self.path.stat().st_size == 0
-        frame.to_csv(self.path, mode="a", header=header, index=False)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            header = pd.read_csv(self.path, nrows=0).columns.tolist()
+            if header != RESULT_COLUMNS:  # written by another version: rewrite with today's columns
+                frame = pd.concat([pd.read_csv(self.path), frame], ignore_index=True)[RESULT_COLUMNS]
+                frame.to_csv(self.path, index=False)
+            else:
+                frame.to_csv(self.path, mode="a", header=False, index=False)
+        else:
+            frame.to_csv(self.path, index=False)
         for r in rows:
             self.done.add((r["dataset"], str(r["subject"]), r["pipeline"]))
 
@@ -274,11 +308,14 @@ def evaluate(cfg: Config, out_dir: str | Path, subjects: list[int] | None = None
     bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
     for dataset, group, todo, (X, y, meta) in cells:
         splits = make_splits(kind, ev_params, y, meta, seed)
+        sfreq = data_sfreq(paradigm, dataset, X.shape[-1])
+        column = meta.run if kind == "cross_run" else meta.session
+        groups = (meta.subject.astype(str) + "/" + column.astype(str)).to_numpy()
         for name, pipeline in todo.items():
             bar.set_postfix_str(f"{dataset.code} s{group[0] if len(group) == 1 else 'all'} {name}")
             rows = []
             for split in splits:
-                cell = run_cell(pipeline, X, y, split, scoring, seed)
+                cell = run_cell(pipeline, X, y, split, scoring, seed, sfreq, groups)
                 rows.append({
                     "dataset": dataset.code, "subject": split.subject, "session": split.session,
                     "pipeline": name, "channels": X.shape[1], "n_sessions": meta.session.nunique(),
@@ -290,6 +327,14 @@ def evaluate(cfg: Config, out_dir: str | Path, subjects: list[int] | None = None
     frame = results.read()
     write_report(frame, out, title=cfg.get("name", Path(cfg.path).stem))
     return frame
+
+
+def data_sfreq(paradigm, dataset, n_times: int) -> float:
+    """Sampling rate of the paradigm's epochs (MOABB returns arrays without it)."""
+    if getattr(paradigm, "resample", None):
+        return float(paradigm.resample)
+    tmax = paradigm.tmax if paradigm.tmax is not None else dataset.interval[1] - dataset.interval[0]
+    return (n_times - 1) / (tmax - paradigm.tmin)
 
 
 def _load(paradigm, dataset, subjects):

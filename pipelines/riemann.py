@@ -128,16 +128,3 @@ def make_riemann_pipeline(name: str, **params) -> Pipeline:
         steps.append(RiemannianRecentering(adapt=p["adapt"]))
     return make_pipeline(*steps, *_classifier(name, p))
 
-
-def chosen_params(pipeline: Pipeline) -> dict:
-    """Hyper-parameters a fitted pipeline selected (order, lag, C, kernel), for results.
-
-    Empty when the pipeline selects nothing.
-    """
-    chosen = {}
-    for step in pipeline.named_steps.values():
-        if isinstance(step, AugmentedGridSearch) and hasattr(step, "best_params_"):
-            chosen.update(step.best_params_)
-        elif isinstance(step, AugmentedCovariances) and hasattr(step, "order_"):
-            chosen.update(order=step.order_, lag=step.lag_)
-    return chosen
