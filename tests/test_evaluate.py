@@ -96,3 +96,30 @@ def test_chosen_params_reads_grid_winners():
     X, y = make_classification(60, 5, random_state=0)
     est = GridSearchCV(make_pipeline(SVC()), {"svc__C": [0.1, 10]}, cv=3).fit(X, y)
     assert json.loads(json.dumps(chosen_params(est)))["svc__C"] in (0.1, 10)
+
+
+@pytest.mark.slow
+def test_scores_equal_moabbs_own_cross_session_evaluation(tmp_path, data_dir):
+    """Leave-one-session-out on BCI IV 2b: our cells reproduce MOABB's evaluation exactly."""
+    from moabb.evaluations import CrossSessionEvaluation
+    from moabb.paradigms import LeftRightImagery
+    from pipelines.registry import load_pipelines
+
+    from bci.datasets import get_dataset
+
+    path = str(data_dir / "bnci2014_004")
+    cfg = _cfg(
+        tmp_path,
+        datasets=[{"name": "LocalEpochs", "subjects": [1], "params": {"path": path}}],
+        evaluation={"kind": "cross_session"},
+        pipelines=["moabb_mdm"],
+    )
+    ours = evaluate(cfg, tmp_path / "o", progress=False).sort_values("session")
+    dataset = get_dataset("LocalEpochs", path=path)
+    dataset.subject_list = [1]
+    moabb = CrossSessionEvaluation(
+        paradigm=LeftRightImagery(fmin=8, fmax=30), datasets=[dataset], overwrite=True,
+        hdf5_path=str(tmp_path / "moabb"), suffix="t",
+    ).process(load_pipelines(["moabb_mdm"])).sort_values("session")
+    assert ours.session.astype(str).tolist() == moabb.session.astype(str).tolist() == ["1", "2", "3", "4", "5"]
+    assert np.allclose(ours.score.to_numpy(), moabb.score.to_numpy(), atol=1e-12)
