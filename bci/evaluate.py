@@ -139,6 +139,9 @@ def chosen_params(estimator) -> dict:
             stack.append((f"{name}__" if prefix == "" else f"{prefix}{name}__", sub))
         if hasattr(est, "best_estimator_"):
             stack.append((prefix, est.best_estimator_))
+    leaves = [k.rsplit("__", 1)[-1] for k in found]
+    if len(set(leaves)) == len(leaves):  # short names ("order", "C") when unambiguous
+        return {k.rsplit("__", 1)[-1]: v for k, v in found.items()}
     return found
 
 

@@ -95,7 +95,7 @@ def test_chosen_params_reads_grid_winners():
 
     X, y = make_classification(60, 5, random_state=0)
     est = GridSearchCV(make_pipeline(SVC()), {"svc__C": [0.1, 10]}, cv=3).fit(X, y)
-    assert json.loads(json.dumps(chosen_params(est)))["svc__C"] in (0.1, 10)
+    assert json.loads(json.dumps(chosen_params(est)))["C"] in (0.1, 10)
 
 
 @pytest.mark.slow
