@@ -20,6 +20,7 @@ from .errors import DataError
 
 #: Old 10-20 names and their modern (10-10) equivalents.
 ALIASES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+_ALIASES_UPPER = {k.upper(): v for k, v in ALIASES.items()}
 
 _PREFIX = re.compile(r"^(EEG|ECOG|SEEG|EOG|ECG|EMG)[\s_:-]+", re.IGNORECASE)
 _SUFFIX = re.compile(r"[-_ ]?(REF|LE|AVG|AR|A1|A2|M1|M2)$", re.IGNORECASE)
@@ -54,7 +55,7 @@ def normalize_name(name: str) -> str:
         text = stripped
     text = text.strip().strip(".-_ ")
     upper = text.upper()
-    alias = {k.upper(): v for k, v in ALIASES.items()}.get(upper)
+    alias = _ALIASES_UPPER.get(upper)
     if alias:
         return alias
     return _canonical_case().get(upper, text)

@@ -7,7 +7,7 @@ index is consulted first; files already in the ``MNE_DATA`` cache load without a
 download, and a missing subject fails fast with a :class:`DataError` saying so (a user
 with internet gets it downloaded by MOABB as usual).
 
-:class:`LocalEpochs` (code ``LocalEpochs``) reads a folder of ``<prefix><NN>.npz``
+:func:`local_epochs` (dataset name ``LocalEpochs``) reads a folder of ``<prefix><NN>.npz``
 files, each with arrays ``X`` (trials, channels, samples), ``y`` (class codes),
 ``session``, ``ch_names`` and ``sfreq`` - the BCI Competition IV 2b export in
 ``../shared/data/bnci2014_004`` is one. MOABB paradigms epoch continuous signals, so
@@ -50,7 +50,10 @@ def get_dataset(name: str, **params):
     dropped unless ``feet_runs`` is given, since left/right paradigms never use them.
     """
     if name == "LocalEpochs":
-        return LocalEpochs(**params)
+        try:
+            return local_epochs(**params)
+        except TypeError as exc:
+            raise ConfigError(f"dataset LocalEpochs: {exc}") from None
     feet_runs = params.pop("feet_runs", [])
     cls = _moabb_dataset_class(name)
     try:
@@ -81,26 +84,20 @@ def load_subject_data(paradigm, dataset, subject: int, **kwargs):
         ) from None
 
 
-class LocalEpochs:
-    """Factory for the MOABB dataset over a folder of per-subject ``.npz`` epochs.
+def local_epochs(path, classes=None, paradigm="imagery", unit_factor=1e-6, code="LocalEpochs"):
+    """The MOABB dataset over a folder of per-subject ``.npz`` epochs.
 
     Parameters
     ----------
     path : str
         Folder holding ``<prefix>NN.npz`` files (``NN`` = subject number).
     classes : dict
-        Class code -> class name, e.g. ``{1: 'left_hand', 2: 'right_hand'}``.
+        Class code -> class name, e.g. ``{1: 'left_hand', 2: 'right_hand'}`` (the default).
     paradigm : str
         MOABB paradigm family (``'imagery'``).
     unit_factor : float
         Factor from the file's units to volts (``1e-6`` when the file is in microvolts).
     """
-
-    def __new__(cls, path, classes=None, paradigm="imagery", unit_factor=1e-6, code="LocalEpochs"):
-        return _make_local_epochs(path, classes, paradigm, unit_factor, code)
-
-
-def _make_local_epochs(path, classes, paradigm, unit_factor, code):
     from moabb.datasets.base import BaseDataset
 
     folder = Path(path)
@@ -119,7 +116,7 @@ def _make_local_epochs(path, classes, paradigm, unit_factor, code):
     interval = [0.0, first["X"].shape[2] / float(first["sfreq"])]
 
     class _LocalEpochs(BaseDataset):
-        __doc__ = f"Epochs from {folder} (MOABB dataset built by bci.datasets.LocalEpochs)."
+        __doc__ = f"Epochs from {folder} (MOABB dataset built by bci.datasets.local_epochs)."
 
         def __init__(self):
             super().__init__(
