@@ -31,7 +31,9 @@ def _standard_positions() -> dict[str, np.ndarray]:
     """Electrode positions (metres, head frame) of MNE's standard 10-05 montage."""
     import mne
 
-    montage = mne.channels.make_standard_montage("standard_1005")
+    # MNE 1.13 renamed "standard_1005" (same positions) to "colin27_1005".
+    name = "colin27_1005" if "colin27_1005" in mne.channels.get_builtin_montages() else "standard_1005"
+    montage = mne.channels.make_standard_montage(name)
     return {name: np.asarray(pos) for name, pos in montage.get_positions()["ch_pos"].items()}
 
 

@@ -54,6 +54,41 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training import train
+
+    model = train(args.config, args.out, progress=not args.no_progress)
+    meta = model.metadata
+    counts = ", ".join(f"{c}: {n}" for c, n in meta["n_windows"].items())
+    print(
+        f"trained {model.name} on {sum(meta['n_windows'].values())} windows ({counts}) of "
+        f"{len(model.channels)} channels x {model.n_times} samples @ {model.sfreq:g} Hz "
+        f"in {meta['fit_seconds']:.1f} s; training accuracy {meta['train_accuracy']:.3f}"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .io import load_recording
+    from .model import TrainedModel
+
+    model = TrainedModel.load(args.model_dir)
+    records = []
+    for path in args.paths:
+        rows = model.predict_recording(load_recording(path), hop_s=args.hop)
+        records += [{"file": Path(path).name, **r} for r in rows]
+        means = ", ".join(f"{c} {sum(r[c] for r in rows) / len(rows):.3f}" for c in model.classes)
+        print(f"{Path(path).name}: {len(rows)} windows of {model.window_s:g} s; mean probability {means}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records))
+        print(f"wrote {len(records)} records to {args.json}")
+    return 0
+
+
 def cmd_bench(args, extra: list[str]) -> int:
     import importlib
 
@@ -90,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fit one pipeline; save it (+ its preprocessing) to MODEL_DIR")
     p.add_argument("config")
     p.add_argument("--out", required=True, metavar="MODEL_DIR")
-    p.set_defaults(func=_not_yet("train"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("pretrain", help="self-supervised MVPFormer pretraining")
     p.add_argument("config")
@@ -139,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="apply a saved model offline: per-window probabilities")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--json", metavar="OUT")
-    p.set_defaults(func=_not_yet("predict"))
+    p.add_argument("--json", metavar="OUT", help="write the records (file, start_s, end_s, one key per class)")
+    p.add_argument("--hop", type=float, help="seconds between windows (default: the model's decision hop)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="benchmarks against peers, printing a table (extra options go to the benchmark)")
     p.add_argument("name", choices=BENCHES)

@@ -25,3 +25,29 @@ def data_dir() -> Path:
     if not DATA.exists():
         pytest.skip("../shared/data is not present")
     return DATA
+
+
+def train_config(tmp_path: Path, pipeline: str = "acm_ts_svm_auto", **train) -> Path:
+    """A ``bci train`` config on PhysioNet subject 1's imagery runs (real files), written to tmp_path."""
+    import yaml
+
+    section = {"pipeline": pipeline, "channels": ["FC3", "FC4", "C3", "Cz", "C4", "CP3", "CP4"],
+               "events": ["left_hand", "right_hand"], "tmin": 0.5, "tmax": 2.5, **train}  # fmt: skip
+    cfg = {
+        "name": "test model", "seed": 7,
+        "datasets": [{"name": "PhysionetMI", "subjects": [1], "params": {"imagined": True}}],
+        "preprocessing": {"bandpass": [8, 30]}, "train": section,
+    }  # fmt: skip
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, data_dir) -> Path:
+    """A saved left/right ACM+TS+SVM model (``bci train`` output) from real PhysioNet data."""
+    from bci.training import train
+
+    tmp = tmp_path_factory.mktemp("model")
+    train(train_config(tmp), tmp / "acm", progress=False)
+    return tmp / "acm"

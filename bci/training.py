@@ -1,0 +1,266 @@
+"""``bci train``: fit one pipeline on recordings and save it as a :class:`~bci.model.TrainedModel`.
+
+The training data pass through the same :class:`~bci.preprocess.Preprocessor` the live
+loop uses, in its causal form, so a model sees the same signals offline and online.
+
+Config (YAML; the ``train`` section, the shared ``preprocessing`` section)::
+
+    seed: 42
+    data: {mne_data: ../shared/data/mne_data}
+    datasets:                      # MOABB datasets (raw runs), and/or train.recordings
+      - {name: PhysionetMI, subjects: [1], params: {imagined: true}}
+    preprocessing: {bandpass: [8, 30], resample: null, euclidean_alignment: false}
+    train:
+      pipeline: acm_ts_svm_auto    # a pipeline file name or path (configs/pipelines)
+      task: classification         # or seizure (labelled windows, see bci.seizure)
+      channels: [C3, Cz, C4]       # input channels; default: the EEG channels of the data
+      events: [left_hand, right_hand]   # annotation -> class (a list: class = annotation)
+      tmin: 0.0                    # window relative to each event onset (s)
+      tmax: 3.0                    # default: the MOABB dataset's trial interval
+      hop: 0.0625                  # seconds between live decisions
+      recordings: [my_session.fif] # local files with annotations (globs allowed)
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .channels import ChannelSet
+from .config import Config, load_config
+from .errors import DataError
+from .io import Recording, load_recording
+from .model import TrainedModel
+from .preprocess import Preprocessor, epochs_from_annotations
+
+log = logging.getLogger(__name__)
+
+TRAIN_KEYS = {"pipeline", "task", "channels", "events", "tmin", "tmax", "hop", "recordings", "window", "labels"}
+TASKS = ("classification", "seizure")
+DATA_TYPES = ("eeg", "seeg", "ecog")
+
+
+@dataclass
+class TrainingData:
+    """Preprocessed, labelled windows ready for ``fit``."""
+
+    X: np.ndarray  # (n, C, T) volts at sfreq, channels = the preprocessor's output
+    y: np.ndarray  # class names
+    groups: np.ndarray  # recording / session / run of every window
+    sfreq: float
+    input_channels: ChannelSet
+    window_s: float
+    classes: list
+    sources: list = field(default_factory=list)
+
+
+def validate_train_section(cfg: Config) -> dict:
+    section = cfg.get("train")
+    if not isinstance(section, dict):
+        raise cfg.error("train", "missing; expected a mapping with at least 'pipeline'")
+    unknown = set(section) - TRAIN_KEYS
+    if unknown:
+        raise cfg.error(f"train.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(TRAIN_KEYS))}")
+    if not isinstance(section.get("pipeline"), str):
+        raise cfg.error("train.pipeline", f"expected a pipeline name or file, found {section.get('pipeline')!r}")
+    task = section.setdefault("task", "classification")
+    if task not in TASKS:
+        raise cfg.error("train.task", f"expected one of {', '.join(TASKS)}, found {task!r}")
+    for key in ("tmin", "tmax", "hop"):
+        value = section.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise cfg.error(f"train.{key}", f"expected a number of seconds, found {value!r}")
+    if section.get("hop") is not None and section["hop"] <= 0:
+        raise cfg.error("train.hop", f"expected a positive number of seconds, found {section['hop']!r}")
+    channels = section.get("channels")
+    if channels is not None and not (isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)):
+        raise cfg.error("train.channels", f"expected a list of channel names, found {channels!r}")
+    if not cfg.get("datasets") and not section.get("recordings"):
+        raise cfg.error("train", "no data: name MOABB 'datasets' or local 'train.recordings'")
+    return section
+
+
+def training_recordings(cfg: Config, section: dict) -> list[tuple[str, Recording, tuple | None]]:
+    """``(group, recording, trial_interval)`` for every run of the configured data.
+
+    MOABB datasets give one recording per (subject, session, run) with their trial
+    interval; local files give one recording each (group = file name).
+    """
+    import os
+
+    from .datasets import get_dataset
+
+    out = []
+    mne_data = (cfg.get("data") or {}).get("mne_data")
+    if mne_data and not os.environ.get("MNE_DATA"):
+        os.environ["MNE_DATA"] = str(cfg.resolve_path(mne_data))
+    for i, spec in enumerate(cfg.get("datasets") or []):
+        dataset = get_dataset(spec["name"], **spec.get("params", {}))
+        subjects = spec.get("subjects") or list(dataset.subject_list)
+        missing = [s for s in subjects if s not in dataset.subject_list]
+        if missing:
+            raise cfg.error(f"datasets[{i}].subjects", f"{dataset.code} has no subjects {missing}")
+        interval = tuple(float(v) for v in dataset.interval)
+        for subject in subjects:
+            try:
+                data = dataset.get_data([subject])
+            except (OSError, ConnectionError):
+                raise DataError(f"{dataset.code}: subject {subject} is not in the local cache and could not be downloaded; set MNE_DATA") from None
+            for session, runs in data[subject].items():
+                for run, raw in runs.items():
+                    rec = Recording.from_raw(raw, provenance={"dataset": dataset.code})
+                    out.append((f"{dataset.code}/s{subject}/{session}/{run}", rec, interval))
+    for entry in section.get("recordings") or []:
+        pattern = str(cfg.resolve_path(str(entry))) if not glob.has_magic(str(entry)) else str(entry)
+        paths = sorted(glob.glob(pattern)) or [pattern]
+        for path in paths:
+            out.append((Path(path).name, load_recording(path), None))
+    return out
+
+
+def _event_map(events, found: set[str]) -> dict:
+    if events is None:
+        return {}
+    if isinstance(events, list):
+        return {str(e): str(e) for e in events}
+    if isinstance(events, dict):
+        return {str(k): str(v) for k, v in events.items()}
+    raise DataError(f"train.events: expected a list of annotation names or a mapping annotation -> class, found {events!r}")
+
+
+def classification_data(cfg: Config, section: dict, pre: Preprocessor, progress: bool = False) -> TrainingData:
+    """Epochs around annotated events, preprocessed causally recording by recording."""
+    from tqdm.auto import tqdm
+
+    recordings = training_recordings(cfg, section)
+    first = recordings[0][1]
+    names = section.get("channels") or [n for n, t in zip(first.channels.names, first.channels.types) if t in DATA_TYPES]
+    target = ChannelSet(names)
+    events = section.get("events")
+    X, y, groups, sfreqs = [], [], [], set()
+    for group, rec, interval in tqdm(recordings, desc="prepare", unit="run", disable=not progress):
+        mapping = rec.channels.plan_mapping(target)
+        mapped = Recording(mapping.apply(rec.data), rec.sfreq, target, rec.annotations, rec.provenance)
+        processed = pre.apply(mapped, causal=True)
+        sfreqs.add(processed.sfreq)
+        found = set(rec.annotations.description)
+        event_map = _event_map(events, found) or {d: d for d in sorted(found) if _default_class(d)}
+        tmin = float(section.get("tmin", 0.0))
+        tmax = section.get("tmax")
+        if tmax is None:
+            if interval is None:
+                raise cfg.error("train.tmax", "needed for local recordings: the end of each trial window in seconds after the event")
+            tmax = interval[1] - interval[0]
+        if float(tmax) <= tmin:
+            raise cfg.error("train.tmax", f"must be after tmin ({tmin}), found {tmax}")
+        if not set(event_map) & found:
+            continue
+        Xi, yi, _ = epochs_from_annotations(processed, event_map, tmin, float(tmax))
+        X.append(Xi)
+        y.append(yi)
+        groups += [group] * len(yi)
+    if not X:
+        raise DataError(f"no trials: none of the events {events or 'named by the paradigm'} occur in the recordings")
+    if len(sfreqs) > 1:
+        raise DataError(f"recordings have different rates after preprocessing ({sorted(sfreqs)} Hz): set preprocessing.resample")
+    X, y = np.concatenate(X), np.concatenate(y)
+    classes = sorted(set(y.tolist()))
+    if len(classes) < 2:
+        raise DataError(f"only one class in the training data ({classes}); check train.events")
+    sfreq = sfreqs.pop()
+    return TrainingData(
+        X=X, y=y, groups=np.asarray(groups), sfreq=sfreq, input_channels=target,
+        window_s=X.shape[-1] / sfreq, classes=classes, sources=sorted({g.rsplit("/", 2)[0] for g in groups}),
+    )  # fmt: skip
+
+
+def _default_class(description: str) -> bool:
+    """Without train.events, annotations that look like class labels (not rest/BAD/boundaries)."""
+    d = description.lower()
+    return not (d.startswith(("bad", "edge", "boundary")) or d in ("rest", "t0"))
+
+
+def collect(cfg: Config, section: dict, pre: Preprocessor, progress: bool = False) -> TrainingData:
+    if section["task"] == "seizure":
+        from .seizure import training_data
+
+        return training_data(cfg, section, pre, progress=progress)
+    return classification_data(cfg, section, pre, progress=progress)
+
+
+def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel:
+    """Fit the config's pipeline on its data and save it to ``out_dir``."""
+    import mne
+    import sklearn
+
+    from pipelines.registry import load_pipelines
+
+    from .evaluate import _group_fit_params, chosen_params, fill_unset
+
+    mne.set_log_level("ERROR")
+    cfg = config if isinstance(config, Config) else load_config(config)
+    section = validate_train_section(cfg)
+    pipelines = load_pipelines([section["pipeline"]], cfg)  # fails fast on an unknown pipeline
+    (name, estimator), = pipelines.items()
+    pre_cfg = dict(cfg.get("preprocessing") or {})
+    align = bool(pre_cfg.pop("euclidean_alignment", False))
+    pre = Preprocessor.from_config(pre_cfg)
+    data = collect(cfg, section, pre, progress=progress)
+    X = data.X
+    alignment = None
+    if align:
+        alignment = pre.fit_alignment(X).alignment_
+        X = pre.align(X)
+    estimator = fill_unset(estimator, seed=cfg["seed"], sfreq=data.sfreq)
+    calibration = None
+    if not hasattr(estimator, "predict_proba"):
+        # Live decoding needs probabilities: Platt scaling on out-of-fold decision values,
+        # the classifier itself refitted on all windows (scikit-learn's ensemble=False).
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.model_selection import StratifiedKFold
+
+        cv = StratifiedKFold(min(5, *np.unique(data.y, return_counts=True)[1]), shuffle=True, random_state=cfg["seed"])
+        estimator = CalibratedClassifierCV(estimator, method="sigmoid", cv=cv, ensemble=False)
+        calibration = f"sigmoid (Platt) on {cv.get_n_splits()}-fold out-of-fold decision values"
+    log.info("fitting %s on %d windows %s", name, len(X), X.shape[1:])
+    t0 = time.perf_counter()
+    fitted = estimator.estimator if calibration else estimator
+    estimator.fit(X, data.y, **_group_fit_params(fitted, data.groups))
+    fit_time = time.perf_counter() - t0
+    if calibration:
+        fitted = estimator.calibrated_classifiers_[0].estimator
+    chosen = chosen_params(fitted)
+    if hasattr(estimator, "best_estimator_"):
+        estimator = estimator.best_estimator_
+    counts = {c: int((data.y == c).sum()) for c in data.classes}
+    train_accuracy = float((np.asarray(estimator.predict(X)).astype(str) == data.y.astype(str)).mean())
+    model = TrainedModel(
+        name=name, estimator=estimator, classes=[str(c) for c in data.classes], input_channels=data.input_channels,
+        sfreq=data.sfreq, window_s=data.window_s, hop_s=float(section.get("hop") or 0.0625),
+        preprocessing=pre.to_config(), task=section["task"], alignment=alignment,
+        metadata={
+            "seed": cfg["seed"], "config": Path(cfg.path).name, "trained_on": data.sources,
+            "n_windows": counts, "fit_seconds": round(fit_time, 3), "train_accuracy": train_accuracy,
+            "chosen_params": chosen, "calibration": calibration,
+            "versions": {"sklearn": sklearn.__version__, "mne": mne.__version__, **_versions()},
+        },
+    )  # fmt: skip
+    model.save(out_dir)
+    return model
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "pyriemann", "braindecode", "moabb"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
