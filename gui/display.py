@@ -1,0 +1,286 @@
+"""What the trace view draws: montage + display filters, a review buffer, decimation.
+
+No filters of its own: montages are :func:`bci.preprocess.reference_matrix` (referential,
+average, the longitudinal bipolar :data:`~bci.preprocess.DOUBLE_BANANA`) and the display
+filters (high-pass, low-pass, 50/60 Hz notch) are a :class:`bci.preprocess.Preprocessor`
+run causally with :meth:`~bci.preprocess.Preprocessor.step`, chunk by chunk as data
+arrive. Changing a setting restarts the preprocessor and re-runs it over the raw review
+buffer, so what is on screen is always what the current settings give.
+
+:func:`minmax_decimate` reduces each channel to one (min, max) pair per screen pixel
+with bins aligned on absolute sample indices (no shimmer while the page scrolls), and
+:func:`page_arrays` lays all channels of a page into the x/y arrays of ONE curve with a
+NaN between channels (pyqtgraph ``connect='finite'``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from bci.channels import ChannelSet
+from bci.errors import ConfigError
+from bci.preprocess import DOUBLE_BANANA, Preprocessor, reference_matrix
+
+#: Montage names shown to the user -> ``Preprocessor.reference``.
+MONTAGES = {"referential": None, "average": "average", "double_banana": "double_banana"}
+MONTAGE_LABELS = {"referential": "Referential", "average": "Average reference", "double_banana": "Double banana (L-bipolar)"}
+#: Double-banana chains (front to back, left above right), for channel groups.
+BANANA_CHAINS = {
+    "Left temporal": DOUBLE_BANANA[0:4],
+    "Left parasagittal": DOUBLE_BANANA[4:8],
+    "Central": DOUBLE_BANANA[8:10],
+    "Right parasagittal": DOUBLE_BANANA[10:14],
+    "Right temporal": DOUBLE_BANANA[14:18],
+}
+#: Minimum number of double-banana pairs present to offer the montage.
+MIN_BANANA_PAIRS = 12
+DATA_TYPES = ("eeg", "seeg", "ecog", "dbs")
+
+
+def available_montages(channels: ChannelSet) -> list[str]:
+    """Montages that make sense for these channels (double banana needs 10-20 scalp EEG)."""
+    out = ["referential", "average"]
+    eeg = [n for n, t in zip(channels.names, channels.types) if t == "eeg"]
+    pairs = sum(a in eeg and b in eeg for a, b in DOUBLE_BANANA)
+    if pairs >= MIN_BANANA_PAIRS:
+        out.append("double_banana")
+    return out
+
+
+def data_channels(channels: ChannelSet) -> ChannelSet:
+    """The signal channels worth drawing (EEG/iEEG), in their recorded order."""
+    keep = [i for i, t in enumerate(channels.types) if t in DATA_TYPES]
+    if not keep:
+        keep = list(range(len(channels)))
+    return ChannelSet([channels.original_names[i] for i in keep], [channels.types[i] for i in keep], channels.positions)
+
+
+def channel_groups(names: list[str], montage: str) -> dict[str, list[int]]:
+    """Named groups of output rows: 'All', double-banana chains, or iEEG electrodes.
+
+    iEEG contacts are grouped by their electrode (the name without its trailing contact
+    number: ``LA1..LA8`` -> ``LA``); scalp montages by hemisphere.
+    """
+    groups: dict[str, list[int]] = {"All": list(range(len(names)))}
+    if montage == "double_banana":
+        for label, pairs in BANANA_CHAINS.items():
+            rows = [names.index(f"{a}-{b}") for a, b in pairs if f"{a}-{b}" in names]
+            if rows:
+                groups[label] = rows
+        return groups
+    electrodes: dict[str, list[int]] = {}
+    contacts: dict[str, set] = {}
+    for i, name in enumerate(names):
+        m = re.match(r"^(.*?\D)(\d+)$", name)
+        key = m.group(1).rstrip("-_ ") if m else name
+        electrodes.setdefault(key, []).append(i)
+        if m:
+            contacts.setdefault(key, set()).add(int(m.group(2)))
+    # an electrode (depth shaft, strip, grid) numbers its contacts 1, 2, 3, ...
+    shafts = [k for k, c in contacts.items() if {1, 2, 3} <= c]
+    if len(shafts) > 1 and sum(len(electrodes[k]) for k in shafts) >= len(names) / 2:
+        groups.update({(f"Electrode {k}" if k in shafts else k): electrodes[k] for k in electrodes})
+        return groups
+    left = [i for i, n in enumerate(names) if re.search(r"[13579]$", n)]
+    right = [i for i, n in enumerate(names) if re.search(r"[2468]$|10$", n)]
+    mid = [i for i, n in enumerate(names) if n.lower().endswith("z")]
+    for label, rows in (("Left", left), ("Midline", mid), ("Right", right)):
+        if rows and len(rows) < len(names):
+            groups[label] = rows
+    return groups
+
+
+class SampleRing:
+    """A fixed-capacity ``(n_channels, capacity)`` ring indexed by absolute sample number.
+
+    Thread-safe. ``end`` is the absolute index one past the newest sample and ``start``
+    the oldest still held.
+    """
+
+    def __init__(self, n_channels: int, capacity: int, dtype=np.float32):
+        self.capacity = int(capacity)
+        self.data = np.zeros((n_channels, self.capacity), dtype=dtype)
+        self.end = 0
+        self._lock = threading.Lock()
+
+    @property
+    def start(self) -> int:
+        return max(0, self.end - self.capacity)
+
+    def reset(self, end: int = 0) -> None:
+        with self._lock:
+            self.end = int(end)
+
+    def push(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk)
+        n = chunk.shape[1]
+        if n == 0:
+            return
+        if n > self.capacity:
+            chunk, skipped = chunk[:, -self.capacity :], n - self.capacity
+        else:
+            skipped = 0
+        with self._lock:
+            pos = (self.end + skipped) % self.capacity
+            first = min(chunk.shape[1], self.capacity - pos)
+            self.data[:, pos : pos + first] = chunk[:, :first]
+            self.data[:, : chunk.shape[1] - first] = chunk[:, first:]
+            self.end += n
+
+    def read(self, start: int, stop: int, rows=None) -> np.ndarray:
+        """Samples ``[start, stop)``; indices outside what is held come back as NaN."""
+        start, stop = int(start), int(stop)
+        rows = slice(None) if rows is None else rows
+        n_rows = self.data[rows, :1].shape[0]
+        out = np.full((n_rows, max(0, stop - start)), np.nan, dtype=self.data.dtype)
+        with self._lock:
+            lo, hi = max(start, self.start), min(stop, self.end)
+            if hi <= lo:
+                return out
+            idx = np.arange(lo, hi) % self.capacity
+            p0 = idx[0]
+            if p0 + (hi - lo) <= self.capacity:
+                out[:, lo - start : hi - start] = self.data[rows, p0 : p0 + hi - lo]
+            else:
+                out[:, lo - start : hi - start] = self.data[rows][:, idx]
+        return out
+
+
+@dataclass
+class DisplaySettings:
+    """What the user chose: montage and display filters (Hz; None = off)."""
+
+    montage: str = "referential"
+    highpass: float | None = 0.5
+    lowpass: float | None = 70.0
+    notch: float | None = None
+
+    def preprocessor(self, sfreq: float) -> Preprocessor:
+        if self.montage not in MONTAGES:
+            raise ConfigError(f"montage: expected one of {', '.join(MONTAGES)}, found {self.montage!r}")
+        nyq = sfreq / 2.0
+        hp = self.highpass if self.highpass else None
+        lp = self.lowpass if self.lowpass and self.lowpass < nyq else None
+        if hp is not None and lp is not None and hp >= lp:
+            raise ConfigError(f"display filters: high-pass {hp} Hz must be below low-pass {lp} Hz")
+        band = None if hp is None and lp is None else (hp, lp)
+        notch = self.notch if self.notch and self.notch < nyq else None
+        return Preprocessor(reference=MONTAGES[self.montage], notch=notch, bandpass=band)
+
+
+class DisplayProcessor:
+    """Raw chunks in, montaged and filtered display samples out (microvolts, float32).
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate of the stream (Hz).
+    channels : ChannelSet
+        The stream's data channels (what :meth:`push` receives, in order).
+    capacity : int
+        Samples kept for review (the display buffer length).
+    settings : DisplaySettings
+    """
+
+    def __init__(self, sfreq: float, channels: ChannelSet, capacity: int, settings: DisplaySettings | None = None):
+        self.sfreq = float(sfreq)
+        self.channels = channels
+        self.capacity = int(capacity)
+        self.settings = settings or DisplaySettings()
+        self._pre: Preprocessor | None = None
+        self.names: list[str] = []
+        self.ring: SampleRing | None = None
+        self._baseline: np.ndarray | None = None
+        self._configure()
+
+    def _configure(self) -> None:
+        pre = self.settings.preprocessor(self.sfreq)
+        names = pre.start(self.sfreq, self.channels)
+        self._pre = pre
+        if self.ring is None or len(names) != self.ring.data.shape[0]:
+            self.ring = SampleRing(len(names), self.capacity)
+        self.names = names
+        self._baseline = None
+
+    def matrix(self) -> np.ndarray:
+        """The montage operator ``(n_out, n_in)`` in use."""
+        return reference_matrix(self.channels, MONTAGES[self.settings.montage])[0]
+
+    def update(self, raw: np.ndarray, raw_start: int, **changes) -> None:
+        """Change settings and re-process the raw review buffer ``raw`` (starting at ``raw_start``)."""
+        new = DisplaySettings(**{**self.settings.__dict__, **changes})
+        new.preprocessor(self.sfreq)  # validate before touching anything
+        self.settings = new
+        self._configure()
+        self.ring.reset(raw_start)
+        if raw.shape[1]:
+            self.push(raw)
+
+    def push(self, chunk: np.ndarray) -> None:
+        """Process one raw chunk ``(n_channels, n)`` in volts and append it."""
+        chunk = np.asarray(chunk, dtype=np.float64)
+        if chunk.shape[1] == 0:
+            return
+        if not np.isfinite(chunk).all():
+            chunk = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)
+        if self.settings.highpass:
+            # Start the high-pass from the signal's level, not from zero: no step transient.
+            if self._baseline is None:
+                self._baseline = chunk[:, :1].copy()
+            chunk = chunk - self._baseline
+        self.ring.push((self._pre.step(chunk) * 1e6).astype(np.float32))
+
+    def read(self, start: int, stop: int, rows=None) -> np.ndarray:
+        return self.ring.read(start, stop, rows)
+
+
+def minmax_decimate(data: np.ndarray, start: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max pairs per bin of ``k`` samples, bins aligned on absolute indices.
+
+    ``data`` holds samples ``[start, start + n)``. Returns ``(idx, out)``: ``out`` is
+    ``(C, 2 * n_bins)`` with each bin's min then max, and ``idx`` the absolute sample
+    index of each output column (both columns of a bin share the bin's first index).
+    Edge bins cut by the window keep only the samples inside it.
+    """
+    C, n = data.shape
+    if k <= 1 or n == 0:
+        return start + np.arange(n, dtype=np.float64), data
+    first = -(-start // k) * k  # first bin boundary at or after start
+    head = min(n, first - start)
+    body_n = ((n - head) // k) * k
+    parts, idx = [], []
+    if head:
+        seg = data[:, :head]
+        parts.append(np.stack([seg.min(1), seg.max(1)], axis=1))
+        idx.append(np.array([start, start], dtype=np.float64))
+    if body_n:
+        body = data[:, head : head + body_n].reshape(C, body_n // k, k)
+        pairs = np.stack([body.min(2), body.max(2)], axis=2).reshape(C, -1)
+        parts.append(pairs)
+        idx.append(np.repeat(first + k * np.arange(body_n // k, dtype=np.float64), 2))
+    tail = n - head - body_n
+    if tail:
+        seg = data[:, head + body_n :]
+        parts.append(np.stack([seg.min(1), seg.max(1)], axis=1))
+        b = start + head + body_n
+        idx.append(np.array([b, b], dtype=np.float64))
+    return np.concatenate(idx), np.concatenate(parts, axis=1)
+
+
+def page_arrays(
+    data: np.ndarray, idx: np.ndarray, sfreq: float, offsets: np.ndarray, gain: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """x (s) and y (mm) arrays of one curve: channel i at ``offsets[i] + gain * data[i]``, NaN between channels."""
+    C, m = data.shape
+    x_row = np.empty(m + 1)
+    x_row[:m] = idx / sfreq
+    x_row[m] = np.nan
+    y = np.empty((C, m + 1))
+    np.multiply(data, gain, out=y[:, :m])
+    y[:, :m] += offsets[:, None]
+    y[:, m] = np.nan
+    return np.tile(x_row, C), y.ravel()
