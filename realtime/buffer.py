@@ -136,3 +136,11 @@ class RingBuffer:
     def timestamps_between(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         self._check_range(start, stop)
         return self._take(self.timestamps, start, stop, out)
+
+    def times_at(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """LSL timestamps and arrival times of the samples at global ``indices`` (all held)."""
+        indices = np.asarray(indices)
+        if indices.size:
+            self._check_range(int(indices.min()), int(indices.max()) + 1)
+        pos = indices % self.capacity
+        return self.timestamps[pos], self.arrivals[pos]

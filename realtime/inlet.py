@@ -228,8 +228,10 @@ class Inlet:
         inlet = pylsl.StreamInlet(info, max_buflen=self.max_buflen, recover=False)
         try:
             full = inlet.info(timeout=self.timeout)
-            inlet.open_stream(timeout=self.timeout)
+            # the first clock offset takes a few hundred ms: get it before subscribing, so
+            # that samples do not pile up meanwhile
             offset = inlet.time_correction(timeout=self.timeout)
+            inlet.open_stream(timeout=self.timeout)
         except pylsl.util.TimeoutError:
             raise StreamError(f"stream {_describe(info)} was found but did not answer within {self.timeout:g} s") from None
         except pylsl.util.LostError:
@@ -255,6 +257,8 @@ class Inlet:
             self.buffer = RingBuffer(n, max(int(self.buffer_s * self.sfreq), self.max_chunk))
         self._last_ts = None
         self._dt = 1.0 / self.sfreq
+        self.last_gap = 0.0
+        self.last_arrival = pylsl.local_clock()
         self._last_tc = pylsl.local_clock()
         log.info("opened %s", _describe(full))
 
@@ -292,41 +296,49 @@ class Inlet:
         return mapping
 
     # ----------------------------------------------------------------- pulling
-    def pull(self) -> tuple[int, int]:
-        """Pull everything available now, without blocking; returns the new global sample range.
+    def pull_once(self) -> tuple[int, int]:
+        """One non-blocking ``pull_chunk`` (at most ``max_chunk`` samples); the new global range.
 
-        Raises :class:`StreamLost` when the outlet has gone away.
+        :attr:`last_gap` is then the timestamp jump (s) just before this chunk when it was
+        a gap, else 0. Raises :class:`StreamLost` when the outlet has gone away.
         """
         if self.inlet is None:
-            raise StreamError("pull() on an inlet that is not open")
+            raise StreamError("pull on an inlet that is not open")
         buf = self.buffer
         start = buf.n_written
-        while True:
+        self.last_gap = 0.0
+        try:
+            _, ts = self.inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk, dest_obj=self._dest)
+        except pylsl.util.LostError:
+            self._lost()
+            raise StreamLost(f"stream {self.info.name()!r} lost (its outlet closed)") from None
+        n = len(ts)
+        if n == 0:
+            return start, start
+        arrival = pylsl.local_clock()
+        if arrival - self._last_tc > 5.0:  # liblsl refreshes its estimate every 5 s
             try:
-                _, ts = self.inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk, dest_obj=self._dest)
-            except pylsl.util.LostError:
-                self._lost()
-                raise StreamLost(f"stream {self.info.name()!r} lost (its outlet closed)") from None
-            n = len(ts)
-            if n == 0:
-                break
-            arrival = pylsl.local_clock()
-            if arrival - self._last_tc > 5.0:  # liblsl refreshes the estimate every 5 s
-                try:
-                    self.offset = float(self.inlet.time_correction(timeout=0.0))
-                except (pylsl.util.TimeoutError, pylsl.util.LostError):
-                    pass
-                self._last_tc = arrival
-            ts = np.asarray(ts) + self.offset
-            self._check_gap(ts)
-            volts = self._volts[:, :n]
-            np.multiply(self._dest[:n].T, self._scale, out=volts)
-            buf.write(volts, ts, arrival)
-            self.stats.samples += n
-            self.stats.chunks += 1
-            if n < self.max_chunk:
-                break
+                self.offset = float(self.inlet.time_correction(timeout=0.0))
+            except (pylsl.util.TimeoutError, pylsl.util.LostError):
+                pass
+            self._last_tc = arrival
+        ts = np.asarray(ts) + self.offset
+        self._check_gap(ts)
+        volts = self._volts[:, :n]
+        np.multiply(self._dest[:n].T, self._scale, out=volts)
+        buf.write(volts, ts, arrival)
+        self.stats.samples += n
+        self.stats.chunks += 1
+        self.last_arrival = arrival
         return start, buf.n_written
+
+    def pull(self) -> tuple[int, int]:
+        """Pull everything available now, without blocking; returns the new global sample range."""
+        start = self.buffer.n_written
+        while True:
+            a, b = self.pull_once()
+            if b - a < self.max_chunk:
+                return start, b
 
     def _check_gap(self, ts: np.ndarray) -> None:
         n = len(ts)
@@ -336,6 +348,7 @@ class Inlet:
             if jump > limit:
                 missing = max(0, int(round(jump / self._dt)) - 1)
                 self.stats.note_gap(float(ts[0]), float(jump), missing)
+                self.last_gap = float(jump)
                 log.warning("stream %r: gap of %.3f s (about %d samples missing)", self.info.name(), jump, missing)
             elif ts[-1] > self._last_ts:
                 # observed sample interval (follows replay speed-ups and clock drift)

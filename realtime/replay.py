@@ -81,8 +81,9 @@ class Replay:
     markers : bool
         Also publish the annotations on ``<name>-markers``.
     wait_for_consumer : float, optional
-        Seconds to wait for a first inlet before pushing (so that it gets every sample);
-        the replay starts anyway when they run out.
+        Seconds to wait for a first inlet on the signal stream before pushing (so that it
+        gets every sample); the replay starts anyway when they run out. A marker inlet
+        that must get every marker subscribes before the signal inlet.
 
     Attributes
     ----------
@@ -154,7 +155,7 @@ class Replay:
         if self.wait_for_consumer:
             deadline = pylsl.local_clock() + self.wait_for_consumer
             while not self._stop.is_set() and pylsl.local_clock() < deadline:
-                if self.outlet.have_consumers() and (self.marker_outlet is None or self.marker_outlet.have_consumers()):
+                if self.outlet.have_consumers():
                     break
                 self._stop.wait(0.005)
         t0 = pylsl.local_clock()

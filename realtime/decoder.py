@@ -1,0 +1,666 @@
+"""The live decoding loop: LSL inlet -> causal preprocessing -> model -> LSL outlets.
+
+:class:`Decoder` ties a :class:`~realtime.inlet.Inlet` to a saved
+:class:`~bci.model.TrainedModel` (from ``bci train``)::
+
+    pull chunk (non-blocking) -> volts, corrected timestamps, arrival time (raw ring buffer)
+      -> map channels onto model.input_channels (ChannelSet.plan_mapping)
+      -> model.preprocessor().step(chunk) (causal filters with state, re-reference, resample)
+      -> processed ring buffer at model.sfreq
+      -> every hop: the latest window -> model.predict_proba -> smoothing
+      -> "bci-out": one channel per class + the source timestamp of the window's last sample
+      -> "bci-markers": decisions, alarms, withheld decisions, stream lost / restored
+
+A DBConformer, a Riemannian pipeline or any other model goes through
+``model.predict_proba`` on the window. A :class:`~pipelines.deep.DeepClassifier` whose
+network is our :class:`models.mvpformer.MVPFormer` instead runs the streaming path: every
+new segment goes once through :meth:`MVPFormer.step` (cached keys/values per layer, the
+kernels' last-segment attention), and a decision is the head applied to the newest
+segment; the hop is then one segment.
+
+Timing. Decisions sit on a fixed grid of processed samples (the first when a whole
+window has arrived, then every hop), exactly the windows ``model.predict_recording``
+cuts offline. When the loop falls behind (slow model, CPU contention), it decodes only
+the newest due window and counts the skipped ones (``dropped_windows``), so latency stays
+bounded. The latency of a decision is the time from the arrival of its window's last
+sample (local clock right after the pull that returned it) to the return of the push
+on ``bci-out``.
+
+Faults. A lost outlet -> state ``lost``, a marker, ``bci-out`` stays up, the stream is
+looked for again at every poll (without blocking) and reopened when it returns; no
+sample is filled in: processing restarts and decisions resume once a whole new window
+has arrived (the gap is marked). The same happens when no sample arrives for
+``lost_after_s`` or when the timestamps jump (samples dropped upstream). NaN/inf samples
+are flagged with their channels and every decision whose window they touch (plus
+``settle_s`` for the filters) is withheld with that reason; the filters are fed the last
+finite value meanwhile so their state stays finite. Flat channels (peak-to-peak below
+``flat_uv`` over the window) withhold the decision too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pylsl
+
+from bci.errors import ConfigError, ModelError, StreamError
+
+from .buffer import RingBuffer
+from .inlet import Inlet, StreamLost
+from .telemetry import LatencyStats
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "realtime.yaml"
+SMOOTHING = ("ema", "mean", "none")
+
+
+@dataclass
+class DecoderConfig:
+    """Settings of the live loop (the ``realtime`` section of ``configs/realtime.yaml``)."""
+
+    hop_s: float | None = None  # None: the model's hop (one segment for MVPFormer streaming)
+    smoothing: str = "ema"  # ema | mean | none
+    alpha: float = 0.5  # EMA weight of the newest decision
+    n_average: int = 4  # moving-average length (smoothing: mean)
+    poll_s: float = 0.001  # sleep between polls when nothing arrived
+    outlet_name: str = "bci-out"
+    marker_name: str = "bci-markers"
+    decision_threshold: float = 0.6  # marker when the top class changes and reaches this
+    alarm_class: str | None = None  # default: "seizure" for seizure models
+    alarm_on: float = 0.8
+    alarm_off: float = 0.5
+    lost_after_s: float = 2.0  # no samples for this long -> "stream lost"
+    settle_s: float = 1.0  # decisions withheld this long after NaN/inf samples (filter transients)
+    flat_uv: float = 0.1  # peak-to-peak below this (microvolts) over a window -> flat channel
+    buffer_s: float = 30.0
+    resolve_timeout_s: float = 5.0
+    assume_unit: str = "microvolts"
+    streaming: bool = True  # MVPFormer: the cached step path (False: full windows)
+    threads: int = 1  # torch intra-op threads in the loop
+
+    @classmethod
+    def from_dict(cls, values: dict | None, where: str = "realtime") -> "DecoderConfig":
+        values = dict(values or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(known))}")
+        cfg = cls(**values)
+        if cfg.smoothing not in SMOOTHING:
+            raise ConfigError(f"{where}.smoothing: expected one of {', '.join(SMOOTHING)}, found {cfg.smoothing!r}")
+        if not 0 < cfg.alpha <= 1:
+            raise ConfigError(f"{where}.alpha: expected a weight in (0, 1], found {cfg.alpha!r}")
+        if cfg.hop_s is not None and cfg.hop_s <= 0:
+            raise ConfigError(f"{where}.hop_s: expected a positive number of seconds, found {cfg.hop_s!r}")
+        for key in ("poll_s", "lost_after_s", "buffer_s", "resolve_timeout_s"):
+            if not isinstance(getattr(cfg, key), (int, float)) or getattr(cfg, key) <= 0:
+                raise ConfigError(f"{where}.{key}: expected a positive number, found {getattr(cfg, key)!r}")
+        if int(cfg.n_average) < 1 or int(cfg.threads) < 1:
+            raise ConfigError(f"{where}: n_average and threads must be >= 1")
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> "DecoderConfig":
+        """Read the ``realtime`` section of a YAML file (default ``configs/realtime.yaml``)."""
+        from bci.config import load_config
+
+        path = Path(path) if path else DEFAULT_CONFIG
+        values = {}
+        if path.is_file():
+            values = dict(load_config(path).get("realtime") or {})
+        elif path != DEFAULT_CONFIG:
+            raise ConfigError(f"{path}: no such config file")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values, where=f"{path.name}: realtime")
+
+
+class Smoother:
+    """EMA or moving average of probability vectors (both keep them summing to 1)."""
+
+    def __init__(self, method: str, n_classes: int, alpha: float = 0.5, n_average: int = 4):
+        self.method, self.alpha = method, float(alpha)
+        self._history = np.zeros((max(1, int(n_average)), n_classes))
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = None
+        self._n = 0
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        if self.method == "none":
+            return p
+        if self.method == "ema":
+            self._state = p.copy() if self._state is None else self._state + self.alpha * (p - self._state)
+            return self._state
+        self._history[self._n % len(self._history)] = p
+        self._n += 1
+        return self._history[: min(self._n, len(self._history))].mean(axis=0)
+
+
+@dataclass
+class Decision:
+    """One published result (also handed to ``on_decision`` callbacks)."""
+
+    index: int  # processed-sample index of the window's end (exclusive)
+    source_time: float  # LSL timestamp of the window's last sample (our clock)
+    proba: np.ndarray  # raw probabilities
+    smoothed: np.ndarray  # what was published
+    label: str
+    latency_s: float
+    published_at: float
+
+
+class Telemetry:
+    """Counters and latency statistics of one :class:`Decoder`."""
+
+    def __init__(self):
+        self.latency = LatencyStats()  # window's last sample arrival -> published
+        self.end_to_end = LatencyStats()  # window's last sample source timestamp -> published
+        self.model = LatencyStats()  # model call alone
+        self.decisions = 0
+        self.withheld = 0
+        self.dropped_windows = 0
+        self.restarts = 0
+        self.started = time.monotonic()
+        self._rate_t, self._rate_n, self.rate_hz = time.monotonic(), 0, 0.0
+
+    def update_rate(self, samples: int) -> None:
+        now = time.monotonic()
+        if now - self._rate_t >= 1.0:
+            self.rate_hz = (samples - self._rate_n) / (now - self._rate_t)
+            self._rate_t, self._rate_n = now, samples
+
+
+class Decoder:
+    """Live decoding of an LSL stream with a saved model (see the module docstring).
+
+    Parameters
+    ----------
+    model : TrainedModel or path to a model folder
+    source : Inlet or str, optional
+        An :class:`Inlet` (opened or not) or a stream name; None resolves type ``EEG``.
+    config : DecoderConfig, dict or None
+        Loop settings (defaults: ``configs/realtime.yaml``).
+    on_decision : callable, optional
+        Called with every :class:`Decision` (from the loop's thread).
+    """
+
+    def __init__(self, model, source=None, config: DecoderConfig | dict | None = None, *, on_decision=None):
+        from bci.model import TrainedModel
+
+        self.model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
+        if config is None:
+            config = DecoderConfig.load()
+        elif isinstance(config, dict):
+            config = DecoderConfig.from_dict(config)
+        self.config = config
+        if isinstance(source, Inlet):
+            self.inlet = source
+        else:
+            self.inlet = Inlet(name=source, timeout=config.resolve_timeout_s, buffer_s=config.buffer_s,
+                               assume_unit=config.assume_unit)
+        self.callbacks = [on_decision] if on_decision else []
+        self.telemetry = Telemetry()
+        self.state = "idle"  # idle | filling | running | withheld | lost | stopped
+        self.reason = ""  # why decisions are withheld / the stream is lost
+        self.last: Decision | None = None
+        self.recent: deque[Decision] = deque(maxlen=1000)
+        self.events: deque[tuple[float, str]] = deque(maxlen=1000)  # (lsl time, marker text)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # ----------------------------------------------------------------- set-up
+    def open(self) -> "Decoder":
+        """Resolve and check the stream, build the outlets; raises StreamError on a mismatch."""
+        m = self.model
+        if self.inlet.inlet is None:
+            self.inlet.open()
+        pre = m.preprocessor()
+        self.mapping = self.inlet.plan(m.input_channels, model_sfreq=m.sfreq, resamples=bool(pre.resample))
+        self._used_rows = [self.inlet.channels.index(n) for n in self.mapping.picked] if self.inlet.described.labelled else list(range(len(self.inlet.channels)))
+        self._classes = [str(c) for c in m.classes]
+        self._setup_model()
+        self._build_outlets()
+        self._begin_processing()
+        self.state = "filling"
+        self._marker(f"started: {m.name} on {self.inlet.info.name()}", pylsl.local_clock())
+        return self
+
+    def _setup_model(self) -> None:
+        """Choose the model path: MVPFormer streaming steps, or predict_proba on windows."""
+        m, cfg = self.model, self.config
+        self._stream_module = None
+        final = m.estimator.steps[-1][1] if hasattr(m.estimator, "steps") else m.estimator
+        module = getattr(final, "net_", None) is not None and getattr(final, "module_", None)
+        try:
+            from models.mvpformer import MVPFormer
+        except ImportError:  # pragma: no cover - models is part of the project
+            MVPFormer = None
+        pre_steps = [s for _, s in getattr(m.estimator, "steps", [])[:-1] if s != "passthrough"]
+        if cfg.streaming and MVPFormer is not None and isinstance(module, MVPFormer) and not pre_steps:
+            module.eval()
+            self._stream_module, self._stream_final = module, final
+            self._segment = int(module.segment_len)
+            if m.n_times % self._segment:
+                raise ModelError(f"{m.name}: window of {m.n_times} samples is not a whole number of {self._segment}-sample segments")
+            self._context = m.n_times // self._segment
+            fitted = [str(c) for c in final.classes_]
+            self._stream_order = [fitted.index(c) for c in self._classes]
+            self._independent = getattr(module, "channel_mode", "joint") == "independent"
+        self.sfreq = float(m.sfreq)
+        if self._stream_module is not None:
+            hop = max(1, int(round((cfg.hop_s or self._segment / self.sfreq) * self.sfreq / self._segment))) * self._segment
+            if cfg.hop_s and abs(hop / self.sfreq - cfg.hop_s) > 1e-9:
+                log.info("MVPFormer streaming: hop rounded to %d segment(s) = %.4g s", hop // self._segment, hop / self.sfreq)
+        else:
+            hop = int(round((cfg.hop_s or m.hop_s) * self.sfreq))
+        if hop < 1:
+            raise ConfigError(f"hop of {cfg.hop_s or m.hop_s} s is shorter than one sample at {self.sfreq:g} Hz")
+        self.hop = hop
+        self.hop_s = hop / self.sfreq
+        self._window = np.empty((1, len(m.channels), m.n_times))
+        try:
+            import torch
+
+            torch.set_num_threads(int(cfg.threads))
+        except ImportError:  # pragma: no cover
+            pass
+        alarm = cfg.alarm_class or ("seizure" if m.task == "seizure" and "seizure" in self._classes else None)
+        if alarm is not None and alarm not in self._classes:
+            raise ConfigError(f"alarm_class {alarm!r} is not one of the model's classes {self._classes}")
+        self._alarm_col = self._classes.index(alarm) if alarm else None
+        self.smoother = Smoother(cfg.smoothing, len(self._classes), cfg.alpha, cfg.n_average)
+
+    def _build_outlets(self) -> None:
+        m, cfg = self.model, self.config
+        info = pylsl.StreamInfo(cfg.outlet_name, "Probabilities", len(self._classes) + 1, pylsl.IRREGULAR_RATE,
+                                pylsl.cf_double64, f"{cfg.outlet_name}-{m.name}")
+        chans = info.desc().append_child("channels")
+        for c in self._classes:
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", c)
+            ch.append_child_value("type", "probability")
+            ch.append_child_value("unit", "")
+        ch = chans.append_child("channel")
+        ch.append_child_value("label", "source_time")
+        ch.append_child_value("type", "timestamp")
+        ch.append_child_value("unit", "seconds")
+        desc = info.desc().append_child("model")
+        for key, value in (("name", m.name), ("task", m.task), ("window_s", f"{m.window_s:g}"), ("hop_s", f"{self.hop_s:g}"),
+                           ("smoothing", cfg.smoothing), ("source", self.inlet.info.name())):
+            desc.append_child_value(key, str(value))
+        self.outlet = pylsl.StreamOutlet(info)
+        minfo = pylsl.StreamInfo(cfg.marker_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, f"{cfg.marker_name}-{m.name}")
+        self.marker_outlet = pylsl.StreamOutlet(minfo)
+        self._sample = np.zeros(len(self._classes) + 1)
+
+    def _begin_processing(self) -> None:
+        """(Re)start the preprocessing from the next raw sample: nothing before it is reused."""
+        m = self.model
+        self.pre = m.preprocessor()
+        names = self.pre.start(self.inlet.sfreq, m.input_channels)
+        if list(names) != list(m.channels):
+            raise ModelError(f"{m.name}: preprocessing gives channels {names[:4]}..., the model expects {m.channels[:4]}...")
+        if self.pre.resample and float(self.pre.resample) != self.inlet.sfreq:
+            up, down = self.pre._ratio(self.inlet.sfreq)
+        else:
+            up = down = 1
+        self._updown = (up, down)
+        if not hasattr(self, "proc") or self.proc.n_channels != len(names):
+            capacity = max(int(self.config.buffer_s * self.sfreq), 2 * m.n_times + self.hop)
+            self.proc = RingBuffer(len(names), capacity)
+        self.proc.clear()
+        self._raw_base = self.inlet.buffer.n_written  # raw index of processed sample 0
+        self._next = m.n_times  # processed index (exclusive end) of the next decision
+        self._bad: tuple[int, int] | None = None  # processed range touched by NaN/inf
+        self._bad_channels: list[str] = []
+        self._hold = None  # last finite value per source channel
+        self.smoother.reset()
+        self._alarm = False
+        self._top = None
+        if self._stream_module is not None:
+            self._stream_state = self._new_stream_state()
+            self._segments_done = 0
+            self._stream_proba = None
+
+    def _new_stream_state(self):
+        n = 1 if self._independent else self.proc.n_channels
+        return self._stream_module.init_stream(n, context=self._context)
+
+    # ------------------------------------------------------------ the loop
+    def poll(self) -> int:
+        """One non-blocking iteration: pull, process, decide, publish. Returns new decisions."""
+        if self.state in ("idle", "stopped"):
+            raise StreamError("poll() before open()")
+        if not self.inlet.connected:
+            return self._try_reconnect()
+        made = 0
+        got = 0
+        while True:
+            try:
+                start, stop = self.inlet.pull_once()
+            except StreamLost as exc:
+                self._enter_lost(str(exc))
+                return made
+            if stop == start:
+                break
+            got += stop - start
+            if self.state == "lost":  # samples again after a stall
+                self._restore(f"samples again after {pylsl.local_clock() - self._lost_at:.2f} s without any", start)
+            elif self.inlet.last_gap:
+                self._gap(self.inlet.last_gap, start)
+            self._process(start, stop)
+            made += self._decide()
+            if stop - start < self.inlet.max_chunk:
+                break
+        self.telemetry.update_rate(self.inlet.stats.samples)
+        if not got and self.state != "lost" and pylsl.local_clock() - self.inlet.last_arrival > self.config.lost_after_s:
+            self.state, self.reason = "lost", f"no samples for {self.config.lost_after_s:g} s"
+            self._lost_at = self.inlet.last_arrival
+            self._marker(f"stream lost: {self.reason}", pylsl.local_clock())
+            self.inlet.mark_stall()
+        return made
+
+    def _process(self, start: int, stop: int) -> None:
+        raw = self.inlet.buffer.window(stop, stop - start)
+        finite = np.isfinite(raw)
+        if not finite.all():
+            bad_rows = np.flatnonzero(~finite.all(axis=1))
+            if self._hold is None:
+                self._hold = np.zeros(raw.shape[0])
+            # feed the filters the last finite value (flagged, never decoded)
+            cols = np.arange(raw.shape[1])
+            for r in bad_rows:
+                ok = finite[r]
+                last_ok = np.maximum.accumulate(np.where(ok, cols, -1))
+                raw[r] = np.where(last_ok >= 0, raw[r][np.maximum(last_ok, 0)], self._hold[r])
+            names = [self.inlet.channels.names[r] for r in bad_rows]
+            first = self.proc.n_written
+            up, down = self._updown
+            last_out = ((stop - self._raw_base) * up) // down + 1
+            until = last_out + int(round(self.config.settle_s * self.sfreq))
+            self._bad = (first if self._bad is None else self._bad[0], until)
+            self._bad_channels = sorted(set(self._bad_channels) | set(names))
+        self._hold = raw[:, -1].copy() if self._hold is None else np.where(np.isfinite(raw[:, -1]), raw[:, -1], self._hold)
+        x = self.pre.step(self.mapping.apply(raw))
+        k = x.shape[1]
+        if k == 0:
+            return
+        m0 = self.proc.n_written
+        up, down = self._updown
+        m = np.arange(m0, m0 + k) * down
+        # an output's time is that of the input at or before it; it arrived with the input completing it
+        ts, _ = self.inlet.buffer.times_at(self._raw_base + m // up)
+        _, arrivals = self.inlet.buffer.times_at(np.minimum(self._raw_base + (m + up - 1) // up, stop - 1))
+        self.proc.write(x, ts, arrivals)
+
+    def _decide(self) -> int:
+        n = self.proc.n_written
+        if self._stream_module is not None:
+            return self._decide_streaming(n)
+        if n < self._next:
+            return 0
+        behind = (n - self._next) // self.hop
+        self.telemetry.dropped_windows += behind
+        end = self._next + behind * self.hop
+        self._next = end + self.hop
+        window = self.proc.window(end, self.model.n_times, out=self._window[0])
+        if self._withhold(end):
+            return 0
+        t0 = time.perf_counter()
+        proba = self.model.predict_proba(window[None])[0]
+        self.telemetry.model.add(time.perf_counter() - t0)
+        return self._publish(end, proba)
+
+    def _decide_streaming(self, n: int) -> int:
+        import torch
+
+        with torch.no_grad():
+            return self._decide_streaming_nograd(n, torch)
+
+    def _decide_streaming_nograd(self, n: int, torch) -> int:
+        seg, done = self._segment, self._segments_done
+        available = n // seg - done
+        if available <= 0:
+            return 0
+        if available > self._context:  # far behind: only the last context segments matter
+            skipped = available - self._context
+            self._stream_state = self._new_stream_state()
+            done += skipped
+            available = self._context
+        final, align = self._stream_final, self.model.alignment
+        t0 = time.perf_counter()
+        for s in range(done, done + available):
+            x = self.proc.window((s + 1) * seg, seg)
+            if align is not None:
+                x = align @ x
+            x = (x * final.scale_).astype(np.float32)
+            # joint: one (1, C, seg) input; independent: every channel alone, a batch (C, 1, seg)
+            segment = torch.as_tensor(x[None] if not self._independent else x[:, None])
+            hidden = self._stream_module.step(self._stream_state, segment)
+        logits = self._stream_module.head(hidden)
+        if self._independent:
+            from models.mvpformer import combine_channel_probabilities
+
+            combined = combine_channel_probabilities(logits.double().softmax(-1)[None], self._stream_module.channel_combine)
+            proba = combined[0].numpy()[self._stream_order]
+        else:
+            proba = torch.softmax(logits[0].double(), dim=0).numpy()[self._stream_order]
+        self.telemetry.model.add(time.perf_counter() - t0)
+        self._segments_done = done + available
+        end = self._segments_done * seg
+        if end < self.model.n_times:
+            return 0  # the window is not full yet (same windows as offline)
+        due = (end - self._next) // self.hop + 1 if end >= self._next else 0
+        if due <= 0:
+            return 0
+        self.telemetry.dropped_windows += due - 1
+        self._next += due * self.hop
+        if self._withhold(end):
+            return 0
+        return self._publish(end, proba)
+
+    def _withhold(self, end: int) -> bool:
+        """Whether the window ending at ``end`` must not be decoded; sets state and reason."""
+        start = end - self.model.n_times
+        reason = ""
+        if self._bad is not None and start < self._bad[1] and end > self._bad[0]:
+            reason = f"NaN/inf samples on {', '.join(self._bad_channels[:8])}"
+        elif self._bad is not None and start >= self._bad[1]:
+            self._bad, self._bad_channels = None, []
+        if not reason and self.config.flat_uv > 0:
+            n_raw = int(round(self.model.window_s * self.inlet.sfreq))
+            raw = self.inlet.buffer
+            if len(raw) >= n_raw and self._used_rows:
+                stop = raw.n_written
+                seg = raw.window(stop, n_raw)[self._used_rows]
+                ptp = seg.max(axis=1) - seg.min(axis=1)
+                flat = np.flatnonzero(ptp < self.config.flat_uv * 1e-6)
+                if flat.size:
+                    names = [self.inlet.channels.names[self._used_rows[i]] for i in flat]
+                    reason = f"flat channels: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+        if reason:
+            self.telemetry.withheld += 1
+            if self.state != "withheld" or self.reason != reason:
+                self._marker(f"withheld: {reason}", float(self.proc.timestamp(end - 1)))
+            self.state, self.reason = "withheld", reason
+            return True
+        if self.state == "withheld":
+            self._marker("decisions resumed", float(self.proc.timestamp(end - 1)))
+        self.state, self.reason = "running", ""
+        return False
+
+    def _publish(self, end: int, proba: np.ndarray) -> int:
+        smoothed = self.smoother(np.asarray(proba, dtype=np.float64))
+        source_time = self.proc.timestamp(end - 1)
+        arrival = self.proc.arrival(end - 1)
+        sample = self._sample
+        sample[:-1] = smoothed
+        sample[-1] = source_time
+        self.outlet.push_sample(sample, pylsl.local_clock())
+        published = pylsl.local_clock()
+        tel = self.telemetry
+        latency = published - arrival
+        tel.latency.add(latency)
+        tel.end_to_end.add(published - source_time)
+        tel.decisions += 1
+        top = int(np.argmax(smoothed))
+        decision = Decision(end, float(source_time), np.asarray(proba), smoothed.copy(), self._classes[top], latency, published)
+        self.last = decision
+        self.recent.append(decision)
+        if top != self._top and smoothed[top] >= self.config.decision_threshold:
+            self._top = top
+            self._marker(f"decision: {self._classes[top]} p={smoothed[top]:.2f}", source_time)
+        if self._alarm_col is not None:
+            p = smoothed[self._alarm_col]
+            if not self._alarm and p >= self.config.alarm_on:
+                self._alarm = True
+                self._marker(f"alarm: {self._classes[self._alarm_col]} p={p:.2f}", source_time)
+            elif self._alarm and p < self.config.alarm_off:
+                self._alarm = False
+                self._marker(f"alarm end: {self._classes[self._alarm_col]} p={p:.2f}", source_time)
+        for cb in self.callbacks:
+            cb(decision)
+        return 1
+
+    # --------------------------------------------------------- faults
+    def _marker(self, text: str, stamp: float) -> None:
+        self.events.append((stamp, text))
+        log.info("marker: %s", text)
+        if getattr(self, "marker_outlet", None) is not None:
+            self.marker_outlet.push_sample([text], stamp)
+
+    def _enter_lost(self, why: str) -> None:
+        self.state, self.reason = "lost", why
+        self._lost_at = pylsl.local_clock()
+        self._marker(f"stream lost: {why}", self._lost_at)
+
+    def _try_reconnect(self) -> int:
+        try:
+            back = self.inlet.reconnect()
+        except StreamError as exc:  # came back incompatible: keep waiting, say why
+            if self.reason != str(exc):
+                self.reason = str(exc)
+                self._marker(f"stream lost: {exc}", pylsl.local_clock())
+            return 0
+        if back:
+            self._restore(f"stream back after {pylsl.local_clock() - self._lost_at:.2f} s")
+        return 0
+
+    def _restore(self, why: str, first: int | None = None) -> None:
+        """Processing restarts at raw sample ``first`` (default: the next one to arrive)."""
+        self.telemetry.restarts += 1
+        self._begin_processing()
+        if first is not None:
+            self._raw_base = first
+        self.state, self.reason = "filling", ""
+        self._marker(f"stream restored: {why}; gap marked, no samples filled in", pylsl.local_clock())
+
+    def _gap(self, seconds: float, first: int) -> None:
+        """Timestamps jumped (samples lost upstream): restart processing at raw sample ``first``."""
+        self.telemetry.restarts += 1
+        self._marker(f"gap: {seconds:.3f} s of samples missing; processing restarted", pylsl.local_clock())
+        self._begin_processing()
+        self._raw_base = first
+        self.state = "filling"
+
+    # ------------------------------------------------------- running
+    def run(self, duration: float | None = None) -> None:
+        """Poll until :meth:`stop` (or ``duration`` seconds); sleeps ``poll_s`` when idle."""
+        if self.state == "idle":
+            self.open()
+        deadline = None if duration is None else time.monotonic() + duration
+        poll_s = self.config.poll_s
+        while not self._stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            got = self.inlet.stats.samples
+            self.poll()
+            if self.inlet.stats.samples == got:
+                self._stop.wait(poll_s if self.inlet.connected else max(poll_s, 0.05))
+
+    def _run_thread(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
+            self.error = exc
+            log.exception("decoder loop failed")
+
+    def start(self) -> "Decoder":
+        """Open (in the caller's thread, so mismatches raise here) and poll from a thread."""
+        if self.state == "idle":
+            self.open()
+        self._thread = threading.Thread(target=self._run_thread, name="bci-decoder", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop, close the inlet and the outlets."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.state not in ("idle",):
+            self._marker("stopped", pylsl.local_clock())
+        self.state = "stopped"
+        self.inlet.close()
+        self.outlet = self.marker_outlet = None
+        if self.error is not None:
+            raise StreamError(f"the decoding loop failed: {self.error}") from self.error
+
+    def __enter__(self) -> "Decoder":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------- reporting
+    def summary(self) -> dict:
+        """Counters and latency percentiles (milliseconds) as one flat dict."""
+        tel, st = self.telemetry, self.inlet.stats
+        out = {
+            "state": self.state,
+            "reason": self.reason,
+            "rate_hz": tel.rate_hz,
+            "samples": st.samples,
+            "decisions": tel.decisions,
+            "withheld": tel.withheld,
+            "dropped_windows": tel.dropped_windows,
+            "dropped_samples": st.missing_samples,
+            "gaps": st.gaps,
+            "losses": st.losses,
+            "reconnects": st.reconnects,
+            "restarts": tel.restarts,
+            "hop_s": self.hop_s if hasattr(self, "hop_s") else None,
+            "path": "mvpformer-streaming" if getattr(self, "_stream_module", None) is not None else "predict_proba",
+        }
+        out.update(tel.latency.summary("latency"))
+        out.update(tel.end_to_end.summary("end_to_end"))
+        out.update(tel.model.summary("model"))
+        return out
+
+    def status_line(self) -> str:
+        """The one-line live summary of ``bci stream``."""
+        s = self.summary()
+        lat = self.telemetry.latency
+        p50, p99 = lat.recent_percentile(50) * 1e3, lat.recent_percentile(99) * 1e3
+        text = (
+            f"{s['state']:<8} {s['rate_hz']:7.1f} Hz  decisions {s['decisions']:>6}  "
+            f"latency p50 {p50:5.1f} ms p99 {p99:5.1f} ms  dropped windows {s['dropped_windows']} samples {s['dropped_samples']}"
+            f"  withheld {s['withheld']}"
+        )
+        if self.last is not None:
+            text += f"  last: {self.last.label} {self.last.smoothed.max():.2f}"
+        if s["reason"]:
+            text += f"  ({s['reason']})"
+        return text
+
+    def as_dict(self) -> dict:
+        return {"config": asdict(self.config), **self.summary()}
