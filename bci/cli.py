@@ -110,6 +110,12 @@ def _not_yet(name: str):
     return run
 
 
+def cmd_dashboard(args) -> int:
+    from gui.app import main
+
+    return main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bci", description="EEG/iEEG brain-computer interface: evaluate, train, stream, monitor.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -164,9 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--source", metavar="NAME")
     src.add_argument("--replay", metavar="FILE")
     p.add_argument("--model", metavar="MODEL_DIR")
-    p.add_argument("--screenshot", metavar="PNG")
-    p.add_argument("--seconds", type=float)
-    p.set_defaults(func=_not_yet("dashboard"))
+    p.add_argument("--screenshot", metavar="PNG", help="run offscreen for --seconds, then save the window")
+    p.add_argument("--seconds", type=float, help="run for this many seconds, then close")
+    p.add_argument("--speed", type=float, help="replay speed factor (with --replay)")
+    p.add_argument("--config", metavar="YAML", help="dashboard settings (default configs/dashboard.yaml)")
+    p.add_argument("--events", metavar="DB", help="SQLite event log (default: the config's event_log)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("info", help="channels, sfreq, duration, annotations of a recording")
     p.add_argument("path", nargs="+", help="recording file(s) or a Malow folder")

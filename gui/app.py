@@ -1,0 +1,246 @@
+"""``bci dashboard``: configuration, start-up, headless runs and screenshots.
+
+::
+
+    bci dashboard [--source NAME | --replay FILE] [--model MODEL_DIR]
+                  [--screenshot PNG --seconds S] [--speed X] [--config YAML] [--events DB]
+
+Start-up order: the event log opens first (``session_start``), then the stream (a live
+LSL source, or an in-process replay of a file), then the detector; each step that fails
+raises a one-line :class:`~bci.errors.BCIError`. ``--seconds S`` runs the window for S
+seconds and closes it; with ``--screenshot PNG`` it runs offscreen
+(``QT_QPA_PLATFORM=offscreen`` unless a platform was chosen) and saves the window.
+Closing stops the frame timer, the detector thread and the acquisition thread (each
+joined with a bound) and logs ``session_end``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from bci.config import Config, load_config
+from bci.errors import BCIError, ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dashboard.yaml"
+DEFAULTS = {
+    "refresh_hz": 30, "buffer_s": 300.0, "page_s": 10, "sensitivity_uv_mm": 7, "negative_up": True,
+    "pixels_per_mm": None, "montage": "double_banana", "highpass": 0.5, "lowpass": 70.0, "notch": 50.0,
+    "channels_per_screen": 32, "lost_after_s": 2.0, "replay_speed": 1.0, "trend_span_s": 600,
+    "contribution_top": 10,
+    "alarm": {"threshold": 0.5, "duration_s": 10.0, "smoothing_s": 5.0, "top_channels": 3},
+    "dsa": {"group": "All", "fmax": 30.0, "step_s": 2.0},
+    "event_log": "~/.local/share/bci-app/events.sqlite", "window_size": [1600, 950],
+}  # fmt: skip
+_NUMBER = (int, float)
+_CHECKS = {
+    "refresh_hz": (lambda v: isinstance(v, _NUMBER) and 1 <= v <= 240, "a frame rate in Hz (1-240)"),
+    "buffer_s": (lambda v: isinstance(v, _NUMBER) and 10 <= v <= 86400, "seconds of review buffer (10-86400)"),
+    "page_s": (lambda v: v in (10, 20, 30), "10, 20 or 30"),
+    "sensitivity_uv_mm": (lambda v: isinstance(v, _NUMBER) and v > 0, "microvolts per mm (> 0)"),
+    "negative_up": (lambda v: isinstance(v, bool), "true or false"),
+    "pixels_per_mm": (lambda v: v is None or (isinstance(v, _NUMBER) and v > 0), "null or pixels per mm (> 0)"),
+    "montage": (lambda v: v in ("referential", "average", "double_banana"), "referential, average or double_banana"),
+    "highpass": (lambda v: v is None or (isinstance(v, _NUMBER) and v > 0), "null or a frequency in Hz"),
+    "lowpass": (lambda v: v is None or (isinstance(v, _NUMBER) and v > 0), "null or a frequency in Hz"),
+    "notch": (lambda v: v in (None, 50, 60), "null, 50 or 60"),
+    "channels_per_screen": (lambda v: isinstance(v, int) and 1 <= v <= 512, "a channel count (1-512)"),
+    "lost_after_s": (lambda v: isinstance(v, _NUMBER) and v > 0, "seconds (> 0)"),
+    "replay_speed": (lambda v: isinstance(v, _NUMBER) and v > 0, "a speed factor (> 0)"),
+    "trend_span_s": (lambda v: v in (600, 3600), "600 or 3600"),
+    "contribution_top": (lambda v: isinstance(v, int) and v > 0, "a channel count (> 0)"),
+    "event_log": (lambda v: isinstance(v, str) and v, "a file path"),
+    "window_size": (lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 100 for x in v), "[width, height] in pixels"),
+}  # fmt: skip
+_SUB = {
+    "alarm": {
+        "threshold": (lambda v: isinstance(v, _NUMBER) and 0 < v < 1, "a probability between 0 and 1"),
+        "duration_s": (lambda v: isinstance(v, _NUMBER) and v >= 0, "seconds (>= 0)"),
+        "smoothing_s": (lambda v: isinstance(v, _NUMBER) and v >= 0, "seconds (>= 0)"),
+        "top_channels": (lambda v: isinstance(v, int) and v >= 0, "a channel count"),
+    },
+    "dsa": {
+        "group": (lambda v: isinstance(v, str), "a channel group name"),
+        "fmax": (lambda v: isinstance(v, _NUMBER) and v > 1, "a frequency in Hz (> 1)"),
+        "step_s": (lambda v: isinstance(v, _NUMBER) and v > 0, "seconds (> 0)"),
+    },
+}
+
+
+def load_dashboard_config(path: str | Path | None = None) -> dict:
+    """The ``dashboard`` section of a config file, checked and completed with defaults."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if path == DEFAULT_CONFIG and not path.exists():
+        return copy.deepcopy(DEFAULTS)
+    cfg = load_config(path)
+    section = cfg.get("dashboard") or {}
+    if not isinstance(section, dict):
+        raise cfg.error("dashboard", f"expected a mapping of dashboard settings, found {section!r}")
+    return validate_dashboard(section, cfg)
+
+
+def validate_dashboard(section: dict, cfg: Config | None = None) -> dict:
+    """Check a ``dashboard`` mapping (errors name the key and what is allowed)."""
+
+    def error(key, message):
+        return cfg.error(key, message) if cfg is not None else ConfigError(f"{key}: {message}")
+
+    out = copy.deepcopy(DEFAULTS)
+    for key, value in section.items():
+        if key in _SUB:
+            if not isinstance(value, dict):
+                raise error(f"dashboard.{key}", f"expected a mapping, found {value!r}")
+            for sub, v in value.items():
+                if sub not in _SUB[key]:
+                    raise error(f"dashboard.{key}.{sub}", f"unknown key; allowed: {', '.join(_SUB[key])}")
+                ok, what = _SUB[key][sub]
+                if not ok(v):
+                    raise error(f"dashboard.{key}.{sub}", f"expected {what}, found {v!r}")
+                out[key][sub] = v
+            continue
+        if key not in _CHECKS:
+            raise error(f"dashboard.{key}", f"unknown key; allowed: {', '.join(sorted([*_CHECKS, *_SUB]))}")
+        ok, what = _CHECKS[key]
+        if not ok(value):
+            raise error(f"dashboard.{key}", f"expected {what}, found {value!r}")
+        out[key] = value
+    hp, lp = out["highpass"], out["lowpass"]
+    if hp is not None and lp is not None and hp >= lp:
+        raise error("dashboard.highpass", f"expected a high-pass below the low-pass ({lp} Hz), found {hp}")
+    return out
+
+
+def ensure_qapp(offscreen: bool = False):
+    """The QApplication (created once; offscreen when asked and no platform was chosen)."""
+    if offscreen:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtWidgets
+
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication(sys.argv[:1])
+        app.setApplicationName("bci dashboard")
+    return app
+
+
+class Session:
+    """Everything one dashboard run owns: event log, feed, detector, window."""
+
+    def __init__(self, *, source: str | None = None, replay=None, model_dir=None, config: dict | None = None,
+                 events: str | Path | None = None, speed: float | None = None, timeout: float = 10.0, decoder_factory=None):
+        from .alarms import AlarmDetector, AlarmMonitor
+        from .eventlog import EventLog
+        from .feed import LslFeed
+
+        self.cfg = cfg = copy.deepcopy(config) if config is not None else load_dashboard_config()
+        self.event_log = EventLog(events or cfg["event_log"])
+        self.feed = self.decoder = self.window = None
+        try:
+            what = f"replay of {Path(str(replay)).name}" if replay is not None and not hasattr(replay, "data") else (
+                "replay" if replay is not None else f"source {source or '(first EEG stream)'}")  # fmt: skip
+            self.event_log.log("session_start", f"dashboard started ({what})")
+            a = cfg["alarm"]
+            detector = AlarmDetector(a["threshold"], a["duration_s"], a["smoothing_s"], a["top_channels"])
+            self.monitor = AlarmMonitor(detector, self.event_log)
+            self._pending: list = []
+            self.feed = LslFeed(source, replay=replay, speed=speed or cfg["replay_speed"], buffer_s=cfg["buffer_s"],
+                                lost_after_s=cfg["lost_after_s"], timeout=timeout, on_event=self._on_stream_event)  # fmt: skip
+            self.feed.start()
+            if model_dir is not None:
+                factory = decoder_factory or _default_decoder
+                self.decoder = factory(model_dir, self.feed, self.monitor, self.event_log)
+            from .window import DashboardWindow
+
+            ensure_qapp()
+            self.window = DashboardWindow(self.feed, self.event_log, self.monitor, cfg, decoder=self.decoder)
+            for args in self._pending:
+                self.window._events_q.put(args[0])
+            self._pending = []
+            if self.decoder is not None:
+                self.decoder.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _on_stream_event(self, kind: str, t_s: float, message: str) -> None:
+        if self.window is not None:
+            self.window.on_stream_event(kind, t_s, message)
+        else:
+            self.event_log.log(kind, message, stream_time_s=t_s)
+            self._pending.append((kind, t_s, message))
+
+    def run_for(self, seconds: float, screenshot: str | Path | None = None) -> Path | None:
+        """Show the window, run the event loop for ``seconds``, optionally save a screenshot."""
+        from PySide6 import QtCore
+
+        app = ensure_qapp()
+        self.window.show()
+        loop = QtCore.QEventLoop()
+        QtCore.QTimer.singleShot(int(seconds * 1000), loop.quit)
+        loop.exec()
+        out = None
+        if screenshot is not None:
+            self.window.tick()
+            app.processEvents()
+            out = self.window.grab_png(screenshot)
+        return out
+
+    def close(self) -> None:
+        """Stop everything (bounded joins) and close the event log; idempotent."""
+        if self.window is not None:
+            self.window.shutdown()
+            self.window.close()
+            self.window.deleteLater()
+            self.window = None
+        else:
+            if self.decoder is not None:
+                self.decoder.stop()
+            if self.feed is not None:
+                self.feed.stop()
+        if self.event_log is not None and self.event_log._conn is not None:
+            self.event_log.log("session_end", "dashboard closed")
+            self.event_log.close()
+
+
+def _default_decoder(model_dir, feed, monitor, event_log):
+    from .decoding import DetectorThread
+
+    return DetectorThread.from_model_dir(model_dir, feed, monitor, event_log)
+
+
+def main(args) -> int:
+    """Entry point of ``bci dashboard`` (``args`` from :mod:`bci.cli`)."""
+    if args.screenshot and not args.seconds:
+        raise ConfigError("--screenshot PNG needs --seconds S (how long to run before saving)")
+    if args.seconds is not None and args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, found {args.seconds}")
+    cfg = load_dashboard_config(getattr(args, "config", None))
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform != "linux"
+    headless = args.screenshot is not None or (args.seconds is not None and not has_display)
+    if headless:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    elif not has_display and not os.environ.get("QT_QPA_PLATFORM"):
+        raise ConfigError("no display to open the dashboard on (DISPLAY is not set); use --screenshot PNG --seconds S, or set QT_QPA_PLATFORM")
+    session = Session(source=args.source, replay=args.replay, model_dir=args.model, config=cfg,
+                      events=getattr(args, "events", None), speed=getattr(args, "speed", None))  # fmt: skip
+    try:
+        if args.seconds:
+            t0 = time.monotonic()
+            out = session.run_for(args.seconds, args.screenshot)
+            if out is not None:
+                print(f"wrote {out} after {time.monotonic() - t0:.1f} s")
+        else:
+            session.window.show()
+            ensure_qapp().exec()
+    finally:
+        session.close()
+    return 0
+
+
+__all__ = ["BCIError", "Session", "load_dashboard_config", "main", "validate_dashboard"]
