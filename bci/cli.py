@@ -12,7 +12,7 @@ import sys
 
 from .errors import BCIError
 
-BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer")
+BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed")
 
 
 def _subjects(text: str) -> list[int]:
@@ -47,7 +47,7 @@ def cmd_evaluate(args) -> int:
 
     cfg = load_config(args.config)
     out = Path(args.out or Path("results") / Path(args.config).stem)
-    frame = evaluate(cfg, out, subjects=args.subjects, progress=not args.no_progress)
+    frame = evaluate(cfg, out, subjects=args.subjects, progress=not args.no_progress, cluster=args.cluster)
     summary = frame.groupby("pipeline").score.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and plots")
@@ -89,6 +89,21 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from .pretraining import run_pretrain
+
+    out = run_pretrain(args.config, args.out, progress=not args.no_progress, resume=not args.no_resume)
+    if out["rank"] == 0:
+        last = "n/a" if out["last_loss"] is None else f"{out['last_loss']:.3f}"
+        print(
+            f"pretrained {out['preset']} MVPFormer on {out['n_windows']} windows from {out['n_recordings']} recordings "
+            f"({out['world_size']} process(es), {out['strategy']}): steps {out['start_step']} -> {out['step']}, "
+            f"loss (last 10) {last}, {out['seconds']:.1f} s"
+        )
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_bench(args, extra: list[str]) -> int:
     import importlib
 
@@ -126,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default results/<config name>); re-running resumes")
     p.add_argument("--subjects", type=_subjects, help="subjects to run, e.g. 1,2,5-8 (overrides the config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT", help="run the cells on Dask: N local worker processes or an existing scheduler")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="fit one pipeline; save it (+ its preprocessing) to MODEL_DIR")
@@ -137,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="self-supervised MVPFormer pretraining")
     p.add_argument("config")
     p.add_argument("--out", required=True, metavar="MODEL_DIR")
-    p.set_defaults(func=_not_yet("pretrain"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-resume", action="store_true", help="start again even if MODEL_DIR holds a checkpoint")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("replay", help="play a recording as a live LSL stream")
     p.add_argument("file")

@@ -218,6 +218,11 @@ class ResultsFile:
         return (dataset, str(subject), pipeline) in self.done
 
     def append(self, rows: list[dict]) -> None:
+        """Append the rows of newly finished cells; rows of a cell already in the file are
+        dropped (a cell retried on another worker, or finished by another run, is written once)."""
+        rows = [r for r in rows if (r["dataset"], str(r["subject"]), r["pipeline"]) not in self.done]
+        if not rows:
+            return
         frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         if self.path.exists() and self.path.stat().st_size > 0:
             header = pd.read_csv(self.path, nrows=0).columns.tolist()
@@ -230,6 +235,34 @@ class ResultsFile:
             frame.to_csv(self.path, index=False)
         for r in rows:
             self.done.add((r["dataset"], str(r["subject"]), r["pipeline"]))
+
+    def reorder(self, keys: list[tuple[str, str, str]]) -> None:
+        """Rewrite the file with the rows of the cells ``keys`` (dataset, subject, pipeline)
+        last, in that order; other rows keep their place before them. The text of every
+        row is kept as written (no float re-formatting)."""
+        import csv
+
+        if not keys or not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            lines = list(reader)
+        at = [header.index(c) for c in ("dataset", "subject", "pipeline")]
+        wanted = set(keys)
+        by_key: dict[tuple, list] = {}
+        kept = []
+        for line in lines:
+            key = tuple(line[a] for a in at)
+            (by_key.setdefault(key, []) if key in wanted else kept).append(line)
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(kept)
+            for key in keys:
+                writer.writerows(by_key.get(key, []))
+        os.replace(tmp, self.path)
 
     def read(self) -> pd.DataFrame:
         return pd.read_csv(self.path) if self.path.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
@@ -283,8 +316,53 @@ def plan(cfg: Config, subjects_override: list[int] | None = None):
     return paradigm, pipelines, jobs
 
 
-def evaluate(cfg: Config, out_dir: str | Path, subjects: list[int] | None = None, progress: bool = True) -> pd.DataFrame:
-    """Run the evaluation the config describes; writes results.csv, summary.md, plots."""
+@dataclass
+class SubjectData:
+    """One subject's (cross-subject: all subjects') trials and what every cell on them shares."""
+
+    X: np.ndarray
+    y: np.ndarray
+    meta: pd.DataFrame
+    splits: list[Split]
+    sfreq: float
+    groups: np.ndarray  # "subject/session" (cross-run: "subject/run") label of every trial
+
+    @classmethod
+    def prepare(cls, paradigm, dataset, X, y, meta, kind: str, ev_params: dict, seed: int) -> "SubjectData":
+        splits = make_splits(kind, ev_params, y, meta, seed)
+        sfreq = data_sfreq(paradigm, dataset, X.shape[-1])
+        column = meta.run if kind == "cross_run" else meta.session
+        groups = (meta.subject.astype(str) + "/" + column.astype(str)).to_numpy()
+        return cls(X, y, meta, splits, sfreq, groups)
+
+
+def cell_rows(dataset_code: str, name: str, pipeline, data: SubjectData, kind: str, scoring: str, seed: int) -> list[dict]:
+    """The results.csv rows of one (dataset, subject, pipeline) cell: one per split."""
+    rows = []
+    for split in data.splits:
+        cell = run_cell(pipeline, data.X, data.y, split, scoring, seed, data.sfreq, data.groups)
+        rows.append({
+            "dataset": dataset_code, "subject": split.subject, "session": split.session,
+            "pipeline": name, "channels": data.X.shape[1], "n_sessions": data.meta.session.nunique(),
+            "evaluation": kind, "scoring": scoring, "seed": seed, **cell,
+        })  # fmt: skip
+    return rows
+
+
+def evaluate(
+    cfg: Config,
+    out_dir: str | Path,
+    subjects: list[int] | None = None,
+    progress: bool = True,
+    cluster: str | None = None,
+) -> pd.DataFrame:
+    """Run the evaluation the config describes; writes results.csv, summary.md, plots.
+
+    ``cluster``: ``None`` runs the cells here, one after the other; ``"local:N"`` (N
+    worker processes on this machine) or a scheduler address (``"tcp://host:8786"``)
+    runs them as Dask futures (see :func:`run_on_cluster`) with the same rows and
+    scores.
+    """
     from tqdm.auto import tqdm
 
     from .report import write_report
@@ -299,37 +377,172 @@ def evaluate(cfg: Config, out_dir: str | Path, subjects: list[int] | None = None
     scoring = cfg["evaluation"].get("scoring") or paradigm.scoring
     results = ResultsFile(out / "results.csv")
     (out / "config.json").write_text(json.dumps({**cfg, "seed": seed}, indent=2, default=str))
-    # Load every subject first: a subject that is not available fails before any fit.
-    cells = []
+    todo_cells = []
     for dataset, subject_list in jobs:
         groups = [[s] for s in subject_list] if kind != "cross_subject" else [subject_list]
         for group in groups:
             todo = {n: p for n, p in pipelines.items() if not all(results.finished(dataset.code, s, n) for s in group)}
             if todo:
-                cells.append((dataset, group, todo, _load(paradigm, dataset, group)))
-    total = sum(len(g) * len(t) for _, g, t, _ in cells)
-    bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
-    for dataset, group, todo, (X, y, meta) in cells:
-        splits = make_splits(kind, ev_params, y, meta, seed)
-        sfreq = data_sfreq(paradigm, dataset, X.shape[-1])
-        column = meta.run if kind == "cross_run" else meta.session
-        groups = (meta.subject.astype(str) + "/" + column.astype(str)).to_numpy()
-        for name, pipeline in todo.items():
-            bar.set_postfix_str(f"{dataset.code} s{group[0] if len(group) == 1 else 'all'} {name}")
-            rows = []
-            for split in splits:
-                cell = run_cell(pipeline, X, y, split, scoring, seed, sfreq, groups)
-                rows.append({
-                    "dataset": dataset.code, "subject": split.subject, "session": split.session,
-                    "pipeline": name, "channels": X.shape[1], "n_sessions": meta.session.nunique(),
-                    "evaluation": kind, "scoring": scoring, "seed": seed, **cell,
-                })  # fmt: skip
-            results.append(rows)
-            bar.update(len(group))
-    bar.close()
+                todo_cells.append((dataset, group, todo))
+    if cluster is not None:
+        run_on_cluster(
+            cluster, paradigm, todo_cells, results,
+            kind=kind, ev_params=ev_params, scoring=scoring, seed=seed, progress=progress,
+        )  # fmt: skip
+    else:
+        # Load every subject first: a subject that is not available fails before any fit.
+        cells = [(dataset, group, todo, _load(paradigm, dataset, group)) for dataset, group, todo in todo_cells]
+        total = sum(len(g) * len(t) for _, g, t, _ in cells)
+        bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
+        for dataset, group, todo, (X, y, meta) in cells:
+            data = SubjectData.prepare(paradigm, dataset, X, y, meta, kind, ev_params, seed)
+            for name, pipeline in todo.items():
+                bar.set_postfix_str(f"{dataset.code} s{group[0] if len(group) == 1 else 'all'} {name}")
+                results.append(cell_rows(dataset.code, name, pipeline, data, kind, scoring, seed))
+                bar.update(len(group))
+        bar.close()
     frame = results.read()
     write_report(frame, out, title=cfg.get("name", Path(cfg.path).stem))
     return frame
+
+
+# ------------------------------------------------------------------ Dask cluster
+#: Thread pools pinned to one thread in every worker process (one task per thread):
+#: multithreaded BLAS under parallel workers oversubscribes the cores (DESIGN.md 4).
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
+}  # fmt: skip
+#: Times a task that *raised* is re-run (a worker that dies is handled by the
+#: scheduler: its tasks go to other workers, up to ``distributed.scheduler.allowed-failures``).
+TASK_RETRIES = 1
+
+
+def parse_cluster(spec: str) -> tuple[str, int | str]:
+    """``"local:N"`` -> ``("local", N)``; ``"tcp://host:port"`` -> ``("address", spec)``."""
+    text = str(spec).strip()
+    if text == "local":
+        return "local", os.cpu_count() or 1
+    if text.startswith("local:"):
+        n = text.partition(":")[2]
+        if n.isdigit() and int(n) >= 1:
+            return "local", int(n)
+    elif "://" in text and text.split("://", 1)[1]:
+        return "address", text
+    raise ConfigError(f"--cluster: expected local:N (N >= 1 worker processes) or a scheduler address such as tcp://host:8786, found {spec!r}")
+
+
+def _connect(spec: str):
+    """A Dask client (and the LocalCluster it owns, if any) for ``spec``."""
+    from dask.distributed import Client, LocalCluster
+
+    kind, value = parse_cluster(spec)
+    if kind == "local":
+        # the scheduler runs in this process: its INFO/WARNING lines would break the progress bar
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        cluster = LocalCluster(
+            n_workers=value, threads_per_worker=1, processes=True, env=dict(THREAD_ENV),
+            dashboard_address=None, silence_logs=logging.ERROR,
+        )  # fmt: skip
+        return Client(cluster, set_as_default=False), cluster
+    try:
+        return Client(value, timeout="20s", set_as_default=False), None
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"--cluster: cannot reach the Dask scheduler at {value}: {str(exc).splitlines()[0]}") from None
+
+
+def _pin_worker_threads(mne_data: str | None) -> None:
+    """Run at the start of every task on a worker: one thread per pool, quiet MNE, data path.
+
+    LocalCluster workers get :data:`THREAD_ENV` at spawn; workers of an existing
+    cluster may not, so the pools already loaded are limited here too.
+    """
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+    if mne_data and not os.environ.get("MNE_DATA"):
+        os.environ["MNE_DATA"] = mne_data
+    threadpool_limits(limits=1)
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+    import mne
+
+    mne.set_log_level("ERROR")
+
+
+def _load_task(paradigm, dataset, group, kind, ev_params, seed, mne_data) -> SubjectData:
+    _pin_worker_threads(mne_data)
+    X, y, meta = _load(paradigm, dataset, group)
+    return SubjectData.prepare(paradigm, dataset, X, y, meta, kind, ev_params, seed)
+
+
+def _cell_task(data: SubjectData, dataset_code, name, pipeline, kind, scoring, seed, mne_data) -> list[dict]:
+    _pin_worker_threads(mne_data)
+    return cell_rows(dataset_code, name, pipeline, data, kind, scoring, seed)
+
+
+def run_on_cluster(spec: str, paradigm, cells, results: ResultsFile, *, kind, ev_params, scoring, seed, progress=True) -> None:
+    """Evaluate ``cells`` (``(dataset, subjects, {name: pipeline})``) as Dask futures.
+
+    One task loads each subject group's trials on a worker (in parallel across
+    workers; the arrays stay in worker memory and move only to the workers running
+    that subject's cells); one task per (dataset, subject, pipeline) cell fits and
+    scores it. Rows are appended to ``results`` here, on the client, as cells finish
+    (``as_completed``), so an interrupted sweep resumes from what was written. A killed
+    worker's tasks are rescheduled on the others (a lost subject is reloaded); a cell
+    that comes back twice is written once (:meth:`ResultsFile.append`). At the end the
+    rows of this run are put in the serial order, so a fresh run writes the same
+    results.csv as the serial path.
+    """
+    import uuid
+
+    from dask.distributed import as_completed
+    from tqdm.auto import tqdm
+
+    mne_data = os.environ.get("MNE_DATA")
+    client, cluster = _connect(spec)
+    token = uuid.uuid4().hex[:8]
+    order: dict[int, list[tuple[str, str, str]]] = {}
+    try:
+        futures, loads, pending = {}, {}, {}
+        for i, (dataset, group, todo) in enumerate(cells):
+            tag = f"{dataset.code}-s{'+'.join(map(str, group)) if len(group) < 4 else 'all'}"
+            loads[i] = client.submit(
+                _load_task, paradigm, dataset, group, kind, ev_params, seed, mne_data,
+                key=f"load-{tag}-{token}", retries=TASK_RETRIES,
+            )  # fmt: skip
+            for j, (name, pipeline) in enumerate(todo.items()):
+                future = client.submit(
+                    _cell_task, loads[i], dataset.code, name, pipeline, kind, scoring, seed, mne_data,
+                    key=f"cell-{tag}-{name}-{token}", retries=TASK_RETRIES,
+                )  # fmt: skip
+                futures[future] = (i, j, len(group), f"{tag} {name}")
+            pending[i] = len(todo)
+        total = sum(len(g) * len(t) for _, g, t in cells)
+        bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
+        for future in as_completed(list(futures), loop=client.loop):
+            i, j, n_subjects, label = futures.pop(future)
+            rows = future.result()  # re-raises the cell's error here
+            results.append(rows)
+            order.setdefault(i, []).extend((j, r["dataset"], str(r["subject"]), r["pipeline"]) for r in rows)
+            pending[i] -= 1
+            if not pending[i]:
+                del loads[i]  # this subject's arrays are no longer needed on the workers
+            bar.set_postfix_str(f"{label} ({len(client.scheduler_info()['workers'])} workers)")
+            bar.update(n_subjects)
+        bar.close()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    keys = [tuple(k[1:]) for i in sorted(order) for k in sorted(order[i], key=lambda k: k[0])]
+    results.reorder(list(dict.fromkeys(keys)))
 
 
 def data_sfreq(paradigm, dataset, n_times: int) -> float:

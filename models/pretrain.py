@@ -10,9 +10,12 @@ The loop is the standard PyTorch stack (``Dataset`` -> ``DataLoader`` with a bat
 sampler that groups windows of the same shape, i.e. the same channel count ->
 ``AdamW``), checkpoints ``state_dict``s with ``torch.save`` and resumes with
 ``torch.load(weights_only=True)``. When ``torch.distributed`` is initialised
-(``torchrun``) the model is wrapped in ``DistributedDataParallel``, the sampler
-shards batches by rank and only rank 0 writes files, so the same function runs
-distributed unchanged.
+(``torchrun``) the model is wrapped in ``DistributedDataParallel`` (or sharded with
+FSDP2 ``fully_shard``, one unit per block, for the large sizes: ``strategy="fsdp"``),
+the sampler shards batches by rank, the logged loss is the mean over ranks and only
+rank 0 writes files, so the same function runs distributed unchanged. Each rank's
+loss uses its own batch (its negatives come from that batch), so a step on ``K``
+processes equals one process averaging the losses of the same ``K`` batches.
 
 Fine-tuning: :func:`prepare_finetune` freezes the backbone and either trains the
 seizure head only, the head plus rank-8 LoRA adapters (:class:`LoRALinear`) on the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -41,6 +45,9 @@ CONFIG = "config.json"
 WEIGHTS = "model.pt"
 LOSS_CSV = "loss.csv"
 LOSS_PNG = "loss.png"
+STRATEGIES = ("ddp", "fsdp")
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ objective
@@ -208,6 +215,40 @@ def _plot_log(path: Path, rows):
     plt.close(fig)
 
 
+def _full_state(net, model, optimizer, strategy):
+    """Unsharded model and optimizer state dicts (a collective call under FSDP);
+    ``optimizer=None``: the model's only."""
+    if strategy != "fsdp":
+        return model.state_dict(), optimizer.state_dict() if optimizer is not None else None
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(net, options=opts)
+    optim = get_optimizer_state_dict(net, optimizer, options=opts) if optimizer is not None else None
+    prefix = "model."  # net is the _NextSegment wrapper
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}, optim
+
+
+def _load_full_state(net, model, optimizer, strategy, state, optim):
+    if strategy != "fsdp":
+        model.load_state_dict(state)
+        optimizer.load_state_dict(optim)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(net, {f"model.{k}": v for k, v in state.items()}, options=opts)
+    set_optimizer_state_dict(net, optimizer, optim, options=opts)
+
+
 class _NextSegment(nn.Module):
     """``forward = model.forward_pretrain``, so DDP wraps the pretraining pass."""
 
@@ -235,6 +276,7 @@ def pretrain(
     temperature: float = 0.1,
     n_negatives: int | None = None,
     device=None,
+    strategy: str = "ddp",
 ) -> dict:
     """Contrastive next-segment pretraining of an :class:`MVPFormer`.
 
@@ -265,6 +307,13 @@ def pretrain(
     checkpoint_every, weight_decay, temperature, n_negatives, device
         Checkpoint period in steps; AdamW weight decay; InfoNCE temperature and
         negatives (see :func:`contrastive_loss`); device (default CUDA if available).
+    strategy : {"ddp", "fsdp"}
+        Under ``torchrun``: replicate the model on every rank (DDP) or shard
+        parameters, gradients and optimizer state across ranks (FSDP2
+        ``fully_shard`` per block, then the whole model; for the ``M`` size, whose
+        AdamW state alone is about 14 GB). Checkpoints hold full, unsharded state
+        dicts either way, so a run can resume with the other strategy. Ignored in a
+        single process.
 
     Returns
     -------
@@ -277,6 +326,8 @@ def pretrain(
         raise ConfigError(
             f"steps and checkpoint_every must be >= 1, got {steps} and {checkpoint_every}"
         )
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     out_dir = Path(out_dir)
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
@@ -286,8 +337,20 @@ def pretrain(
         device = torch.device("cuda", torch.cuda.current_device())
 
     data = WindowDataset(windows_iterable_or_dataset)
+    if not distributed:
+        strategy = "ddp"  # nothing to shard
     torch.manual_seed(seed)
     model = MVPFormer(**model_config).to(device)
+    # the seizure head takes no part in pretraining: frozen, so DDP finds every
+    # trainable parameter used (AdamW skipped it anyway: its gradient was None)
+    model.final_layer.requires_grad_(False)
+    net = _NextSegment(model)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(net)
     sampler = ChannelCountBatchSampler(
         data.shapes, batch_size, seed=seed, rank=rank, world_size=world
     )
@@ -297,7 +360,7 @@ def pretrain(
     # own generator: creating an iterator must not consume the global RNG (dropout),
     # or a resumed run would drift from an uninterrupted one
     loader = DataLoader(data, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed + rank)
 
     ckpt_path = out_dir / CHECKPOINT
@@ -309,32 +372,52 @@ def pretrain(
                 f"{ckpt_path} was written for model config {ckpt['config']}, "
                 f"not {json.dumps(model_config)}; use another out_dir or resume=False"
             )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_torch"])
-        gen.set_state(ckpt["rng_negatives"])
+        _load_full_state(net, model, optimizer, strategy, ckpt["model"], ckpt["optimizer"])
+        ranks = ckpt.get("rng_ranks")
+        if int(ckpt.get("world_size", 1)) != world:
+            log.warning(
+                "%s was written by %s process(es), resuming on %s: the step count goes on, "
+                "the batch order and random streams are not those of an uninterrupted run",
+                ckpt_path, ckpt.get("world_size", 1), world,
+            )
+        if ranks and len(ranks) == world:
+            torch.set_rng_state(ranks[rank][0])
+            gen.set_state(ranks[rank][1])
+        else:
+            torch.set_rng_state(ckpt["rng_torch"])
+            gen.set_state(ckpt["rng_negatives"])
         start = int(ckpt["step"])
     rows = _read_log(out_dir / LOSS_CSV, start) if start else []
     elapsed0 = rows[-1][3] if rows else 0.0
 
-    net = _NextSegment(model)
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(net)
+    if distributed and strategy == "ddp":
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CONFIG).write_text(json.dumps(model_config, indent=2))
 
     def save(step):
+        # collectives first (every rank takes part), then rank 0 writes
+        state, optim = _full_state(net, model, optimizer, strategy)
+        rng = [torch.get_rng_state(), gen.get_state()]
+        ranks = [None] * world
+        if distributed:
+            dist.all_gather_object(ranks, rng)
         if rank != 0:
             return
         torch.save(
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": state,
+                "optimizer": optim,
                 "step": step,
                 "config": json.dumps(model_config),
-                "rng_torch": torch.get_rng_state(),
-                "rng_negatives": gen.get_state(),
+                "rng_torch": rng[0],
+                "rng_negatives": rng[1],
+                "rng_ranks": ranks if distributed else [rng],
+                "world_size": world,
+                "strategy": strategy,
             },
             ckpt_path,
         )
@@ -357,10 +440,15 @@ def pretrain(
             loss = contrastive_loss(pred, target, temperature, n_negatives, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()
             step += 1
-            losses.append(loss.item())
+            logged = loss.detach()
+            if distributed:  # the objective of the step: the mean over the ranks' batches
+                logged = logged.clone()
+                dist.all_reduce(logged)
+                logged /= world
+            losses.append(logged.item())
             rows.append([step, losses[-1], lr, elapsed0 + time.perf_counter() - t0])
             if bar is not None:
                 bar.update(1)
@@ -374,8 +462,9 @@ def pretrain(
         bar.close()
     if start >= steps:
         save(step)
+    state = _full_state(net, model, None, strategy)[0]
     if rank == 0:
-        torch.save(model.state_dict(), out_dir / WEIGHTS)
+        torch.save(state, out_dir / WEIGHTS)
         _plot_log(out_dir / LOSS_PNG, rows)
     return {
         "start_step": start,
