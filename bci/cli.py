@@ -104,6 +104,12 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    from realtime.recorder import main
+
+    return main(args)
+
+
 def cmd_bench(args, extra: list[str]) -> int:
     import importlib
 
@@ -165,11 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_not_yet("replay"))
 
     p = sub.add_parser("record", help="save a live stream (+ markers) to an MNE-readable file")
-    p.add_argument("--source", required=True, metavar="NAME")
+    p.add_argument("--source", metavar="NAME", help="signal stream to record (required unless --recover)")
     p.add_argument("--out", required=True, metavar="FILE.fif")
-    p.add_argument("--markers", metavar="NAME")
-    p.add_argument("--seconds", type=float)
-    p.set_defaults(func=_not_yet("record"))
+    p.add_argument("--markers", metavar="NAME", help="marker stream (default: NAME-markers when visible)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds of signal (default: Ctrl-C)")
+    p.add_argument("--flush", type=float, default=2.0, metavar="S", help="seconds between segment writes: the most a crash loses")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for the streams")
+    p.add_argument("--recover", action="store_true", help="build FILE.fif from the parts an interrupted recording left")
+    p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("calibrate", help="cue-based calibration session, recorded")
     p.add_argument("config")
