@@ -45,6 +45,35 @@ PRESETS: dict[str, dict[str, int]] = {
 #: How a relative distance ``d`` selects a row of the positional codebooks.
 CODEBOOK_INDEXING = ("distance", "reference")
 
+#: How the seizure head treats the channels of one input (see :class:`MVPFormer`).
+CHANNEL_MODES = ("joint", "independent")
+
+
+def combine_channel_probabilities(proba: torch.Tensor, combine="mean") -> torch.Tensor:
+    """Combine per-channel class probabilities ``(B, C, K) -> (B, K)``.
+
+    ``"mean"`` averages the probability vectors; ``"max"`` and ``"top<k>"`` (or an
+    int ``k``) act on the last ("seizure") class of a binary head: its probability is
+    the maximum, or the mean of the ``k`` largest (``k`` capped at ``C``), over the
+    channels, and the other class gets the complement. Same rule as
+    :func:`pipelines.seizure.combine_channels`.
+    """
+    if combine == "mean":
+        return proba.mean(dim=1)
+    k = combine
+    if isinstance(k, str) and k.startswith("top") and k[3:].isdigit():
+        k = int(k[3:])
+    if combine != "max" and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise ModelError(f"channel_combine: expected 'mean', 'max', 'top<k>' or an int k >= 1, found {combine!r}")
+    if proba.shape[-1] != 2:
+        raise ModelError(f"channel_combine={combine!r} needs a binary head, found {proba.shape[-1]} outputs")
+    pos = proba[..., -1]
+    if combine == "max":
+        p = pos.max(dim=1).values
+    else:
+        p = pos.topk(min(k, pos.shape[1]), dim=1).values.mean(dim=1)
+    return torch.stack([1 - p, p], dim=-1)
+
 
 def segment_samples(sfreq: float, segment_seconds: float) -> int:
     """Number of samples of one segment, checking that it is a whole number.
@@ -271,6 +300,18 @@ class MVPFormer(EEGModuleMixin, nn.Module):
            prediction of the token embedding at ``(t + 1, c)``
            (:meth:`forward_pretrain`, trained with :mod:`models.pretrain`).
 
+    Channels at the seizure head
+        ``channel_mode="joint"`` (default, the paper's): all channels form one token
+        grid, attend to each other, and the head averages the channels' last-segment
+        states. ``"independent"``: every channel is encoded alone (a batch of
+        single-channel inputs), each gets class probabilities, and they are combined
+        with ``channel_combine`` (:func:`combine_channel_probabilities`); the output
+        is then the *log* of the combined probabilities (so ``softmax`` of it gives
+        them back and cross-entropy training is unchanged). With one channel both
+        modes give the same probabilities. ``"independent"`` runs a head trained on
+        one channel (Bonn segments) on any montage without using channel distances
+        it never saw.
+
     Codebook indexing
         The reference indexes the time codebook by ``T - 1 - d`` and the channel
         codebook by ``C - 1 - |c - c'|`` (the row of a distance moves with the input
@@ -299,6 +340,10 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         Dropout on token embeddings and on the attention/MLP outputs.
     codebook_indexing : {"distance", "reference"}
         See above.
+    channel_mode : {"joint", "independent"}
+        See "Channels at the seizure head".
+    channel_combine : "mean" | "max" | "top<k>" | int
+        Combination of the channels in ``"independent"`` mode.
     backend : {"auto", "reference", "triton"}
         Passed to :func:`kernels.mvpa_attention`.
 
@@ -331,6 +376,8 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         drop_prob=0.1,
         codebook_indexing="distance",
         backend="auto",
+        channel_mode="joint",
+        channel_combine="mean",
     ):
         super().__init__(
             n_outputs=n_outputs, n_chans=n_chans, chs_info=chs_info,
@@ -343,6 +390,10 @@ class MVPFormer(EEGModuleMixin, nn.Module):
                 f"codebook_indexing must be one of {CODEBOOK_INDEXING}, "
                 f"got {codebook_indexing!r}"
             )
+        if channel_mode not in CHANNEL_MODES:
+            raise ModelError(f"channel_mode must be one of {CHANNEL_MODES}, got {channel_mode!r}")
+        if channel_mode == "independent":
+            combine_channel_probabilities(torch.full((1, 1, n_outputs), 1.0 / n_outputs), channel_combine)
         if not isinstance(segment_len, int) or segment_len < 8:
             raise ModelError(
                 f"segment_len must be an integer number of samples >= 8 (the db4 "
@@ -368,6 +419,8 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         self.drop_prob = drop_prob
         self.codebook_indexing = codebook_indexing
         self.backend = backend
+        self.channel_mode = channel_mode
+        self.channel_combine = channel_combine
         if n_chans is not None:
             self._check_channels(n_chans)
         if self._n_times is not None:
@@ -463,8 +516,27 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         return (hidden, embeds) if return_embeddings else hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Seizure-head logits ``(batch, n_outputs)``: last segment, channel mean."""
+        """Seizure-head logits ``(batch, n_outputs)``: last segment, channel mean.
+
+        In ``channel_mode="independent"``: log of the channel-combined probabilities.
+        """
+        if self.channel_mode == "independent":
+            return self.channel_log_proba(x)
         return self.final_layer(self.encode(x)[:, -1].mean(dim=1))
+
+    def _independent_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Head logits of every channel encoded alone, ``(batch, C, n_outputs)``."""
+        self._check_input(x)
+        batch, n_channels, n_samples = x.shape
+        hidden = self.encode(x.reshape(batch * n_channels, 1, n_samples))[:, -1, 0]
+        return self.final_layer(hidden).view(batch, n_channels, -1)
+
+    def channel_log_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Log of the channel-combined class probabilities, each channel encoded alone."""
+        logp = self._independent_logits(x).log_softmax(-1)
+        if logp.shape[1] == 1:
+            return logp[:, 0]
+        return combine_channel_probabilities(logp.exp(), self.channel_combine).clamp_min(1e-12).log()
 
     def forward_pretrain(self, x: torch.Tensor):
         """Next-segment predictions and targets for contrastive pretraining.
@@ -491,7 +563,13 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         push the decision (e.g. ``[..., 1] - [..., 0]`` towards "seizure"); each
         ``h_c`` still depends on all channels through attention, so it is an
         attribution of the readout, not a causal ablation.
+
+        In ``channel_mode="independent"`` the entry ``[b, c]`` is channel ``c``'s own
+        class probabilities (each channel encoded alone), the input of the
+        combination.
         """
+        if self.channel_mode == "independent":
+            return self._independent_logits(x).softmax(-1)
         hidden = self.encode(x)[:, -1]
         return self.final_layer(hidden) / hidden.shape[1]
 

@@ -39,7 +39,9 @@ from bci.errors import ConfigError, DataError
 __all__ = ["DEEP_MODELS", "DeepClassifier", "make_deep_pipeline"]
 
 #: Names accepted by :func:`make_deep_pipeline` (our DBConformer + braindecode peers).
-DEEP_MODELS = ("DBConformer", "EEGNet", "ShallowFBCSPNet", "EEGConformer", "ATCNet", "IFNet", "CTNet")
+DEEP_MODELS = ("DBConformer", "MVPFormer", "EEGNet", "ShallowFBCSPNet", "EEGConformer", "ATCNet", "IFNet", "CTNet")
+#: Models that take any channel count with the same weights (checked by the model itself).
+ANY_CHANNEL_COUNT = ("MVPFormer",)
 
 
 def _model_class(name: str) -> type[torch.nn.Module]:
@@ -50,6 +52,10 @@ def _model_class(name: str) -> type[torch.nn.Module]:
         from models.dbconformer import DBConformer
 
         return DBConformer
+    if name == "MVPFormer":
+        from models.mvpformer import MVPFormer
+
+        return MVPFormer
     import braindecode.models
 
     return getattr(braindecode.models, name)
@@ -191,6 +197,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
     def _prepare(self, X) -> np.ndarray:
         X, _ = _as_signals(X)
         expected = (self.module_kwargs_["n_chans"], self.module_kwargs_["n_times"])
+        if self.model in ANY_CHANNEL_COUNT:  # e.g. trained on 1 channel, applied to 21
+            expected = (X.shape[1], expected[1])
         if X.shape[1:] != expected:
             raise DataError(
                 f"{self.model} was fitted on trials of shape (n_channels, n_times) = {expected}; "
