@@ -14,7 +14,7 @@ import yaml
 
 from .errors import ConfigError
 
-EVALUATIONS = ("cross_session", "within_session", "cross_subject", "cross_run")
+EVALUATIONS = ("cross_session", "within_session", "cross_subject", "cross_run", "seizure")  # seizure: bci.seizure
 PREPROCESSING_KEYS = {
     "reference", "notch", "bandpass", "resample", "filter_order", "notch_quality", "euclidean_alignment",
 }  # fmt: skip

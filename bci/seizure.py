@@ -1,0 +1,854 @@
+"""Seizure detection: labelled Bonn windows, segment and event metrics, evaluation.
+
+Data (``../shared/data/seizure``, see its README):
+
+- **Bonn** (Andrzejak et al. 2001): sets A-E of 100 single-channel 23.6 s segments at
+  173.61 Hz; E is ictal. Tasks: ``"ABCD-E"`` (all non-ictal sets vs E) and ``"A-E"``
+  (healthy scalp vs ictal). Each segment is filtered with the configured
+  :class:`~bci.preprocess.Preprocessor` in its causal (live) form, resampled to the
+  model rate, its first ``settle_s`` seconds (the causal filters' start-up transient)
+  dropped, and cut into windows. The files carry no subject identity, so folds are
+  *segment-grouped*: the windows of one segment never straddle train and test
+  (:func:`segment_folds`).
+- **Malow**: one continuous 21-channel scalp recording (100 Hz, 500 s) with one
+  seizure, documented onset about 350 s. A detector trained on single-channel Bonn
+  windows runs on every Malow channel; the channels' probabilities are combined
+  (:func:`pipelines.seizure.combine_channels`), smoothed, thresholded and held for a
+  minimum duration like a clinical detector (:class:`EventDetector`); event metrics
+  are the detection latency after onset and the false alarms per hour
+  (:func:`event_metrics`).
+
+Metrics are scikit-learn's (:func:`segment_metrics`): accuracy, sensitivity (recall
+of "seizure"), specificity (recall of "background"), ROC-AUC, Cohen's kappa.
+
+``bci evaluate CONFIG`` runs :func:`evaluate_seizure` for a config with
+``evaluation: {kind: seizure}`` (``configs/seizure_bonn.yaml``); ``bci train`` with
+``train: {task: seizure}`` collects its data with :func:`training_data`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .channels import ChannelSet
+from .errors import ConfigError, DataError
+from .preprocess import Preprocessor, sliding_windows
+
+log = logging.getLogger(__name__)
+
+#: Bonn set letter -> folder name in the shared data.
+BONN_FOLDERS = {"A": "A_Z", "B": "B_O", "C": "C_N", "D": "D_F", "E": "E_S"}
+#: Task name -> (background sets, seizure sets).
+BONN_TASKS = {"ABCD-E": ("ABCD", "E"), "A-E": ("A", "E"), "CD-E": ("CD", "E"), "D-E": ("D", "E")}
+CLASSES = ["background", "seizure"]  # sorted: the positive class is last
+#: The 19 electrodes of the 10-20 system: the default montage of a saved seizure model.
+STANDARD_1020 = [
+    "Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz",
+    "C4", "T8", "P7", "P3", "Pz", "P4", "P8", "O1", "O2",
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------- windows
+@dataclass
+class WindowSpec:
+    """Window geometry at the model input: rate, length, hop, and the settling time.
+
+    ``sfreq`` is the model rate (Hz); ``length_s`` and ``hop_s`` the window and hop;
+    ``settle_s`` the seconds dropped at the start of each Bonn segment (causal filter
+    start-up); ``segment_s`` (optional) MVPFormer's segment length: the window must
+    hold a whole number of segments, each a whole number of samples.
+    """
+
+    sfreq: float = 100.0
+    length_s: float = 4.0
+    hop_s: float = 2.0
+    settle_s: float = 3.0
+    segment_s: float | None = None
+
+    @classmethod
+    def from_config(cls, section: dict | None, key: str = "window") -> WindowSpec:
+        section = dict(section or {})
+        allowed = {"sfreq", "length_s", "hop_s", "settle_s", "segment_s"}
+        unknown = set(section) - allowed
+        if unknown:
+            raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
+        for k, v in section.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+                raise ConfigError(f"{key}.{k}: expected a non-negative number, found {v!r}")
+        spec = cls(**{k: float(v) if v is not None else None for k, v in section.items()})
+        spec.check()
+        return spec
+
+    @property
+    def n_times(self) -> int:
+        return int(round(self.length_s * self.sfreq))
+
+    def check(self) -> None:
+        """Errors naming the limit: windows of whole samples (and whole segments)."""
+        if self.sfreq <= 0 or self.length_s <= 0 or self.hop_s <= 0:
+            raise ConfigError(f"window: sfreq, length_s and hop_s must be positive, found {self}")
+        seg = None
+        if self.segment_s:
+            from models.mvpformer import segment_samples
+
+            seg = segment_samples(self.sfreq, self.segment_s)  # ModelError naming the rate
+        n = self.length_s * self.sfreq
+        if abs(n - round(n)) > 1e-6:
+            raise ConfigError(f"window: {self.length_s} s at {self.sfreq:g} Hz is {n:g} samples, not a whole number")
+        if seg:
+            if self.n_times % seg:
+                raise ConfigError(
+                    f"window: {self.n_times} samples is not a whole number of MVPFormer segments of "
+                    f"{seg} samples ({self.segment_s} s at {self.sfreq:g} Hz)"
+                )
+
+
+@dataclass
+class LabelledWindows:
+    """Windows ``X (n, C, T)`` at ``sfreq`` with labels (class names) and segment groups."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray  # Bonn segment id of every window, e.g. "E017"
+    sfreq: float
+    sets: np.ndarray  # Bonn set letter of every window
+    task: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def y01(self) -> np.ndarray:
+        return (self.y == CLASSES[1]).astype(int)
+
+
+def _bonn_files(root: Path, letters: str) -> list[tuple[str, Path]]:
+    files = []
+    for letter in letters:
+        folder = root / BONN_FOLDERS[letter]
+        found = sorted(folder.glob("*.txt")) or sorted(folder.glob("*.TXT"))
+        if not found:
+            raise DataError(f"{folder}: no Bonn segments (*.txt) for set {letter}")
+        files += [(letter, f) for f in found]
+    return files
+
+
+def parse_task(task: str) -> tuple[str, str]:
+    """``"ABCD-E"`` -> (background sets, seizure sets)."""
+    if task in BONN_TASKS:
+        return BONN_TASKS[task]
+    neg, sep, pos = str(task).partition("-")
+    letters = set(neg + pos)
+    if not sep or not neg or not pos or not letters <= set(BONN_FOLDERS) or set(neg) & set(pos):
+        raise ConfigError(f"Bonn task: expected sets like 'ABCD-E' or 'A-E' (background-seizure, letters A-E), found {task!r}")
+    return neg, pos
+
+
+def _model_rate_preprocessor(pre: Preprocessor) -> Preprocessor:
+    """The same filters without the resampling step (done separately for Bonn)."""
+    cfg = pre.to_config()
+    cfg["resample"] = None
+    return Preprocessor.from_config(cfg)
+
+
+def preprocess_segment(recording, pre: Preprocessor, spec: WindowSpec) -> np.ndarray:
+    """A Bonn segment filtered causally, resampled to ``spec.sfreq``, start-up dropped.
+
+    Bonn's 173.61 Hz has no small rational ratio to common model rates (100 Hz), so
+    the fixed-length segment is resampled with MNE's FFT resampler after the causal
+    filters; live sources at other rates go through the Preprocessor's own resampler.
+    """
+    import mne
+
+    filtered = _model_rate_preprocessor(pre).apply(recording, causal=True)
+    x = filtered.data
+    if abs(filtered.sfreq - spec.sfreq) > 1e-9:
+        x = mne.filter.resample(x, up=spec.sfreq, down=filtered.sfreq, npad="auto", verbose="error")
+    start = int(round(spec.settle_s * spec.sfreq))
+    if x.shape[1] - start < spec.n_times:
+        raise DataError(
+            f"{Path(recording.provenance.get('path', '?')).name}: {x.shape[1] / spec.sfreq:.2f} s after resampling, "
+            f"minus {spec.settle_s:g} s settling, is shorter than one {spec.length_s:g} s window"
+        )
+    return x[:, start:]
+
+
+_CACHE: dict = {}
+
+
+def bonn_windows(
+    root, task: str = "ABCD-E", *, preprocessing: Preprocessor | dict | None = None,
+    window: WindowSpec | None = None, progress: bool = False,
+) -> LabelledWindows:  # fmt: skip
+    """Labelled windows of a Bonn task (see the module docstring).
+
+    Returns windows ``(n, 1, T)`` with ``y`` in :data:`CLASSES` and ``groups`` the
+    segment id (set letter + file number). Cached per (root, task, settings) in memory.
+    """
+    from tqdm.auto import tqdm
+
+    from .io import load_recording
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (expected the Bonn sets A_Z ... E_S)")
+    neg, pos = parse_task(task)
+    pre = preprocessing if isinstance(preprocessing, Preprocessor) else Preprocessor.from_config(preprocessing)
+    spec = window or WindowSpec()
+    spec.check()
+    key = (str(root.resolve()), neg + "-" + pos, json.dumps(pre.to_config(), sort_keys=True), repr(spec))
+    if key in _CACHE:
+        return _CACHE[key]
+    X, y, groups, sets = [], [], [], []
+    files = _bonn_files(root, neg + pos)
+    for letter, path in tqdm(files, desc=f"Bonn {task}", unit="segment", disable=not progress):
+        rec = load_recording(path)
+        x = preprocess_segment(rec, pre, spec)
+        w, _ = sliding_windows(x, spec.sfreq, spec.length_s, spec.hop_s)
+        X.append(w)
+        label = CLASSES[1] if letter in pos else CLASSES[0]
+        y += [label] * len(w)
+        groups += [f"{letter}{path.stem[1:]}"] * len(w)
+        sets += [letter] * len(w)
+    out = LabelledWindows(
+        X=np.concatenate(X).astype(np.float32), y=np.asarray(y), groups=np.asarray(groups),
+        sfreq=spec.sfreq, sets=np.asarray(sets), task=f"{neg}-{pos}",
+        info={"segments": len(files), "windows_per_segment": len(X[0]), "preprocessing": pre.to_config()},
+    )  # fmt: skip
+    _CACHE[key] = out
+    return out
+
+
+def segment_folds(data: LabelledWindows, n_folds: int = 5, seed: int = 42):
+    """Stratified, segment-grouped folds: ``[(train_idx, test_idx), ...]`` over windows."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_seg = {c: len(set(data.groups[data.y == c])) for c in CLASSES}
+    if min(n_seg.values()) < n_folds:
+        raise DataError(f"{n_folds} folds need at least {n_folds} segments per class, found {n_seg}")
+    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(cv.split(data.X, data.y, data.groups))
+
+
+# ----------------------------------------------------------------------- metrics
+def segment_metrics(y_true, proba, threshold: float = 0.5) -> dict:
+    """Accuracy, sensitivity, specificity, ROC-AUC and Cohen's kappa of binary scores.
+
+    ``y_true`` holds 0/1 (1 = seizure) or class names of :data:`CLASSES`; ``proba``
+    the seizure probabilities. A decision is ``proba >= threshold``.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        cohen_kappa_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    y = np.asarray(y_true)
+    if y.dtype.kind in "US":
+        y = (y == CLASSES[1]).astype(int)
+    p = np.asarray(proba, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1 or len(y) == 0:
+        raise DataError(f"expected one probability per label, found {p.shape} for {y.shape}")
+    pred = (p >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "sensitivity": float(recall_score(y, pred, pos_label=1, zero_division=np.nan)),
+        "specificity": float(recall_score(y, pred, pos_label=0, zero_division=np.nan)),
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "kappa": float(cohen_kappa_score(y, pred)),
+        "n": len(y),
+        "n_seizure": int(y.sum()),
+    }
+
+
+def per_segment(proba, groups, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean window probability of every segment: ``(segment ids, proba, labels 0/1)``."""
+    groups = np.asarray(groups)
+    ids, inverse = np.unique(groups, return_inverse=True)
+    sums = np.bincount(inverse, weights=np.asarray(proba, dtype=np.float64))
+    counts = np.bincount(inverse)
+    y = np.asarray(y)
+    if y.dtype.kind in "US":
+        y = (y == CLASSES[1]).astype(int)
+    labels = np.zeros(len(ids), dtype=int)
+    labels[inverse] = y
+    return ids, sums / counts, labels
+
+
+@dataclass
+class EventDetector:
+    """A clinical-style detector over a probability trace (decisions at window ends).
+
+    ``smooth_s``: trailing (causal) moving average of the probability; ``threshold``:
+    level the smoothed probability must reach; ``min_duration_s``: how long it must stay
+    at or above the threshold before the alarm is raised (the alarm time is the end of
+    that run); an alarm's event ends when the smoothed probability falls below the
+    threshold, and the next alarm needs a new run. ``warmup_s``: no alarm before this
+    time (the causal filters' start-up).
+    """
+
+    smooth_s: float = 5.0
+    threshold: float = 0.5
+    min_duration_s: float = 5.0
+    warmup_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> EventDetector:
+        section = dict(section or {})
+        allowed = {"smooth_s", "threshold", "min_duration_s", "warmup_s"}
+        unknown = set(section) - allowed
+        if unknown:
+            raise ConfigError(f"detector.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
+        det = cls(**{k: float(v) for k, v in section.items()})
+        if not 0 < det.threshold < 1 or det.smooth_s < 0 or det.min_duration_s < 0:
+            raise ConfigError(f"detector: threshold must be in (0, 1) and durations >= 0, found {det}")
+        return det
+
+    def smooth(self, times: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        """Trailing mean over the decisions of the last ``smooth_s`` seconds."""
+        times, proba = np.asarray(times, float), np.asarray(proba, float)
+        if len(times) != len(proba) or len(times) == 0:
+            raise DataError(f"expected one probability per decision time, found {len(proba)} for {len(times)}")
+        if len(times) > 1 and not (np.diff(times) > 0).all():
+            raise DataError("decision times must increase")
+        csum = np.concatenate([[0.0], np.cumsum(proba)])
+        idx = np.arange(len(times))
+        # decisions in (t - smooth_s, t], at least the current one
+        first = np.minimum(np.searchsorted(times, times - self.smooth_s + 1e-9, side="left"), idx)
+        return (csum[idx + 1] - csum[first]) / (idx + 1 - first)
+
+    def alarms(self, times, proba) -> list[dict]:
+        """Alarms ``{"time", "start", "end"}``: raised at ``time``; the run above threshold spans start..end."""
+        times = np.asarray(times, float)
+        smooth = self.smooth(times, proba)
+        above = (smooth >= self.threshold) & (times >= self.warmup_s)
+        out, i, n = [], 0, len(times)
+        while i < n:
+            if not above[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < n and above[j + 1]:
+                j += 1
+            start = times[i]
+            reached = np.flatnonzero(times[i : j + 1] - start >= self.min_duration_s - 1e-9)
+            if len(reached):
+                out.append({"time": float(times[i + reached[0]]), "start": float(start), "end": float(times[j])})
+            i = j + 1
+        return out
+
+
+def event_metrics(alarms: list[dict], onset_s: float, offset_s: float | None, duration_s: float, *, start_s: float = 0.0) -> dict:
+    """Event metrics of one recording with one seizure ``[onset_s, offset_s]``.
+
+    An alarm raised during the seizure (``onset_s <= time <= offset_s``; ``offset_s``
+    None: to the end) detects it; the first such alarm gives the **latency** (alarm
+    time minus onset). Alarms raised before the onset are **false alarms**; their rate
+    is per hour of pre-ictal recording (``start_s`` .. onset). Alarms after the
+    seizure's end are counted separately (``post_alarms``).
+    """
+    offset = duration_s if offset_s is None else float(offset_s)
+    if not start_s <= onset_s <= offset <= duration_s + 1e-9:
+        raise DataError(f"seizure [{onset_s}, {offset}] s must lie within the recording [{start_s}, {duration_s}] s")
+    times = np.array([a["time"] for a in alarms], dtype=float)
+    during = times[(times >= onset_s) & (times <= offset)]
+    false = int(((times >= start_s) & (times < onset_s)).sum())
+    hours = (onset_s - start_s) / 3600.0
+    return {
+        "detected": bool(len(during)),
+        "latency_s": float(during.min() - onset_s) if len(during) else float("nan"),
+        "false_alarms": false,
+        "fa_per_hour": false / hours if hours > 0 else float("nan"),
+        "preictal_s": float(onset_s - start_s),
+        "post_alarms": int((times > offset).sum()),
+        "n_alarms": len(times),
+    }
+
+
+# ------------------------------------------------------------ applying models
+def channel_probabilities(estimator, X, batch: int = 2048) -> np.ndarray:
+    """Seizure probability of every channel of every window, ``(n, C)``, each channel alone.
+
+    Works for any fitted classifier of single-channel windows (a
+    :class:`~pipelines.seizure.PerChannel`, a :class:`~pipelines.deep.DeepClassifier`
+    or a plain pipeline trained on ``(n, 1, T)``).
+    """
+    X = np.asarray(X)
+    n, c, t = X.shape
+    if hasattr(estimator, "channel_proba"):
+        return np.concatenate([estimator.channel_proba(X[i : i + batch]) for i in range(0, n, batch)])
+    flat = X.reshape(n * c, 1, t)
+    p = np.concatenate([estimator.predict_proba(flat[i : i + batch])[:, -1] for i in range(0, len(flat), batch)])
+    return p.reshape(n, c)
+
+
+def joint_probabilities(estimator, X, batch: int = 256) -> np.ndarray | None:
+    """MVPFormer with all channels in one token grid (``channel_mode="joint"``), or None."""
+    import torch
+
+    final = getattr(estimator, "steps", [[None, estimator]])[-1][1]
+    module = getattr(final, "net_", None) and final.module_
+    if module is None or not hasattr(module, "channel_mode"):
+        return None
+    mode = module.channel_mode
+    module.channel_mode = "joint"
+    module.eval()
+    try:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(X), batch):
+                x = torch.as_tensor(final._prepare(X[i : i + batch]))
+                out.append(module(x).softmax(-1)[:, -1].numpy())
+    finally:
+        module.channel_mode = mode
+    return np.concatenate(out)
+
+
+def recording_windows(recording, pre: Preprocessor, spec: WindowSpec, hop_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """A continuous recording preprocessed causally (as live), cut into windows.
+
+    Returns ``(windows (n, C, T), decision times (s))``: a window's decision time is
+    the time of its last sample.
+    """
+    processed = pre.apply(recording, causal=True)
+    if abs(processed.sfreq - spec.sfreq) > 1e-9:
+        raise DataError(
+            f"the recording is at {processed.sfreq:g} Hz after preprocessing, the model at {spec.sfreq:g} Hz: "
+            "set preprocessing.resample to the model rate"
+        )
+    if processed.n_times < spec.n_times:
+        raise DataError(
+            f"the recording lasts {processed.duration:.2f} s, shorter than one {spec.length_s:g} s window "
+            f"({spec.n_times} samples at {spec.sfreq:g} Hz)"
+        )
+    windows, starts = sliding_windows(processed.data, spec.sfreq, spec.length_s, hop_s)
+    return windows.astype(np.float32), starts + spec.length_s
+
+
+# -------------------------------------------------------------------- evaluation
+RESULT_COLUMNS = [
+    "dataset", "subject", "session", "pipeline", "score", "accuracy", "sensitivity", "specificity",
+    "roc_auc", "kappa", "window_accuracy", "window_roc_auc", "time", "fit_time", "predict_time",
+    "samples", "n_test", "channels", "combine", "detected", "latency_s", "false_alarms", "fa_per_hour",
+    "preictal_s", "post_alarms", "n_alarms", "evaluation", "scoring", "seed", "params",
+]  # fmt: skip
+EVAL_KEYS = {"tasks", "n_folds", "threshold", "events"}
+EVENT_KEYS = {"recording", "onset_s", "offset_s", "hop_s", "combine", "report_combine", "train_task", "detector",
+              "target_latency_s", "target_false_alarms"}  # fmt: skip
+
+
+def _model_prep(cfg) -> tuple[Preprocessor, WindowSpec]:
+    pre_cfg = dict(cfg.get("preprocessing") or {})
+    if pre_cfg.pop("euclidean_alignment", False):
+        raise cfg.error("preprocessing.euclidean_alignment", "not used by the seizure evaluation (single-channel windows)")
+    pre = Preprocessor.from_config(pre_cfg)
+    try:
+        spec = WindowSpec.from_config(cfg.get("window"))
+    except ConfigError as exc:
+        raise cfg.error("window", str(exc)) from None
+    if pre.resample and abs(float(pre.resample) - spec.sfreq) > 1e-9:
+        raise cfg.error("window.sfreq", f"{spec.sfreq:g} Hz differs from preprocessing.resample ({pre.resample} Hz)")
+    return pre, spec
+
+
+def _check_model_input(estimator, spec: WindowSpec) -> None:
+    """MVPFormer limits, checked before any fit: whole segments, at most the time codebook."""
+    for _, value in estimator.get_params(deep=True).items():
+        if getattr(value, "model", None) == "MVPFormer" and hasattr(value, "module_params"):
+            mp = dict(value.module_params or {})
+            seg = int(mp.get("segment_len", 2560))
+            if spec.n_times % seg:
+                raise ConfigError(
+                    f"MVPFormer: windows of {spec.n_times} samples ({spec.length_s:g} s at {spec.sfreq:g} Hz) are not "
+                    f"a whole number of segments of segment_len={seg} samples"
+                )
+            if spec.n_times // seg > int(mp.get("max_segments", 110)):
+                raise ConfigError(
+                    f"MVPFormer: {spec.n_times // seg} segments per window, more than max_segments="
+                    f"{mp.get('max_segments', 110)} (the size of the time codebook)"
+                )
+
+
+def _fit(pipeline, X, y, seed: int, sfreq: float):
+    from sklearn.base import clone
+
+    from .evaluate import fill_unset
+
+    est = fill_unset(clone(pipeline), seed=seed, sfreq=sfreq)
+    t0 = time.perf_counter()
+    est.fit(X, y)
+    return est, time.perf_counter() - t0
+
+
+def _predict(est, X, batch: int = 2048) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    p = np.concatenate([est.predict_proba(X[i : i + batch])[:, -1] for i in range(0, len(X), batch)])
+    return p, time.perf_counter() - t0
+
+
+def _malow_path(cfg, events: dict) -> Path:
+    data = cfg.get("data") or {}
+    return cfg.resolve_path(str(events.get("recording") or data.get("malow") or "../shared/data/seizure/malow"))
+
+
+def evaluate_seizure(cfg, out_dir, progress: bool = True):
+    """Bonn segment metrics (cross-validated) and Malow event metrics; writes the report.
+
+    Writes ``results.csv`` (one row per task x pipeline x fold, ``session="segments"``,
+    and one per pipeline x channel combination on the continuous recording,
+    ``session="events"``), ``segments.csv`` (out-of-fold probability of every Bonn
+    segment), ``malow_trace.csv`` (decision time, probabilities), ``summary.md`` and
+    ``malow_trend.png``. Returns the results frame.
+    """
+    import mne
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from pipelines.registry import load_pipelines
+
+    mne.set_log_level("ERROR")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(cfg["evaluation"].get("params") or {})
+    unknown = set(params) - EVAL_KEYS
+    if unknown:
+        raise cfg.error(f"evaluation.params.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(EVAL_KEYS))}")
+    seed = cfg["seed"]
+    pre, spec = _model_prep(cfg)
+    bonn_root = cfg.resolve_path(str((cfg.get("data") or {}).get("bonn", "../shared/data/seizure/bonn")))
+    if not cfg.get("pipelines"):
+        raise cfg.error("pipelines", "expected at least one pipeline (e.g. seizure_bandpower_lr)")
+    pipelines = load_pipelines(cfg["pipelines"], cfg)
+    for est in pipelines.values():
+        _check_model_input(est, spec)
+    tasks = params.get("tasks", ["ABCD-E", "A-E"])
+    for t in tasks:
+        parse_task(t)
+    n_folds = int(params.get("n_folds", 5))
+    threshold = float(params.get("threshold", 0.5))
+    events = params.get("events")
+    if events is not None:
+        if not isinstance(events, dict) or set(events) - EVENT_KEYS:
+            bad = sorted(set(events) - EVENT_KEYS) if isinstance(events, dict) else [events]
+            raise cfg.error("evaluation.params.events", f"unknown key {bad[0]!r}; allowed: {', '.join(sorted(EVENT_KEYS))}")
+        if "onset_s" not in events:
+            raise cfg.error("evaluation.params.events.onset_s", "missing: the seizure onset in seconds")
+        detector = EventDetector.from_config(events.get("detector"))
+        malow_path = _malow_path(cfg, events)
+        if not malow_path.exists():
+            raise DataError(f"{malow_path}: no such recording (evaluation.params.events.recording or data.malow)")
+    (out / "config.json").write_text(json.dumps({**cfg, "seed": seed}, indent=2, default=str))
+
+    rows, seg_rows = [], []
+    common = {"evaluation": "seizure", "seed": seed}
+    n_cells = len(tasks) * len(pipelines) * n_folds + (len(pipelines) if events else 0)
+    bar = tqdm(total=n_cells, desc="seizure", unit="fit", disable=not progress)
+    for task in tasks:
+        data = bonn_windows(bonn_root, task, preprocessing=pre, window=spec)
+        folds = segment_folds(data, n_folds, seed)
+        for name, pipeline in pipelines.items():
+            for k, (train, test) in enumerate(folds):
+                bar.set_postfix_str(f"{task} {name} fold {k + 1}")
+                est, fit_time = _fit(pipeline, data.X[train], data.y[train], seed, spec.sfreq)
+                proba, predict_time = _predict(est, data.X[test])
+                win = segment_metrics(data.y[test], proba, threshold)
+                ids, seg_p, seg_y = per_segment(proba, data.groups[test], data.y[test])
+                seg = segment_metrics(seg_y, seg_p, threshold)
+                seg_rows += [{"task": data.task, "pipeline": name, "fold": k + 1, "segment": i, "label": int(l), "proba": float(p)}
+                             for i, p, l in zip(ids, seg_p, seg_y)]  # fmt: skip
+                rows.append({
+                    "dataset": f"Bonn {data.task}", "subject": f"fold {k + 1}", "session": "segments", "pipeline": name,
+                    "score": seg["accuracy"], **{m: seg[m] for m in ("accuracy", "sensitivity", "specificity", "roc_auc", "kappa")},
+                    "window_accuracy": win["accuracy"], "window_roc_auc": win["roc_auc"], "time": fit_time,
+                    "fit_time": fit_time, "predict_time": predict_time, "samples": len(train), "n_test": int(seg["n"]),
+                    "channels": int(data.X.shape[1]), "scoring": "segment accuracy", **common,
+                    "params": json.dumps({"threshold": threshold, "windows_per_segment": data.info["windows_per_segment"]}),
+                })  # fmt: skip
+                bar.update(1)
+        _write(out, rows, seg_rows)
+
+    traces = {}
+    if events:
+        rows += _events(cfg, events, detector, malow_path, pipelines, pre, spec, bonn_root, seed, common, traces, bar)
+        _write(out, rows, seg_rows)
+        _trace_csv(out / "malow_trace.csv", traces)
+        plot_trend(out / "malow_trend.png", traces, events, detector)
+    bar.close()
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    title = cfg.get("name", Path(cfg.path).stem)
+    (out / "summary.md").write_text(summary_markdown(frame, title, cfg, pd.DataFrame(seg_rows), events, detector if events else None, spec, pre))
+    return frame
+
+
+def _events(cfg, events, detector, path, pipelines, pre, spec, bonn_root, seed, common, traces, bar) -> list[dict]:
+    """Train every pipeline on all Bonn windows of ``train_task``, run it on the recording."""
+    from .io import load_recording
+
+    recording = load_recording(path)
+    hop = float(events.get("hop_s", 1.0))
+    windows, times = recording_windows(recording, pre, spec, hop)
+    train = bonn_windows(bonn_root, events.get("train_task", "ABCD-E"), preprocessing=pre, window=spec)
+    onset = float(events["onset_s"])
+    offset = events.get("offset_s")
+    combine = events.get("combine", "top3")
+    extra = [c for c in events.get("report_combine", ["mean", "max"]) if c != combine]
+    rows = []
+    for name, pipeline in pipelines.items():
+        bar.set_postfix_str(f"{path.name} {name}")
+        est, fit_time = _fit(pipeline, train.X, train.y, seed, spec.sfreq)
+        t0 = time.perf_counter()
+        per_channel = channel_probabilities(est, windows)
+        predict_time = time.perf_counter() - t0
+        from pipelines.seizure import combine_channels
+
+        variants = {str(c): combine_channels(per_channel, c) for c in [combine, *extra]}
+        joint = joint_probabilities(est, windows)
+        if joint is not None:
+            variants["joint"] = joint
+        for how, proba in variants.items():
+            alarms = detector.alarms(times, proba)
+            ev = event_metrics(alarms, onset, offset, recording.duration)
+            traces[(name, how)] = {"times": times, "proba": proba, "smooth": detector.smooth(times, proba), "alarms": alarms,
+                                   "per_channel": per_channel if how == str(combine) else None,
+                                   "channels": list(recording.channels.names)}  # fmt: skip
+            rows.append({
+                "dataset": "Malow", "subject": "1", "session": "events", "pipeline": name, "combine": how,
+                "score": float(ev["detected"]), **ev, "time": fit_time, "fit_time": fit_time,
+                "predict_time": predict_time, "samples": len(train.y), "n_test": len(times),
+                "channels": int(windows.shape[1]), "scoring": "event detection", **common,
+                "params": json.dumps({"train_task": train.task, "onset_s": onset, "offset_s": offset, "hop_s": hop,
+                                      "alarm_times": [round(a["time"], 2) for a in alarms]}),
+            })  # fmt: skip
+        bar.update(1)
+    return rows
+
+
+def _write(out: Path, rows, seg_rows) -> None:
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(out / "results.csv", index=False)
+    pd.DataFrame(seg_rows, columns=["task", "pipeline", "fold", "segment", "label", "proba"]).to_csv(out / "segments.csv", index=False)
+
+
+def _trace_csv(path: Path, traces: dict) -> None:
+    import pandas as pd
+
+    frames = [pd.DataFrame({"pipeline": n, "combine": c, "time_s": t["times"], "proba": t["proba"], "smoothed": t["smooth"]})
+              for (n, c), t in traces.items()]  # fmt: skip
+    if frames:
+        pd.concat(frames).to_csv(path, index=False, float_format="%.5g")
+
+
+def plot_trend(path: Path, traces: dict, events: dict, detector: EventDetector) -> None:
+    """Probability over the recording per pipeline (combined channels; MVPFormer joint
+    dashed), threshold, onset, alarms; bottom: per-channel probabilities of the first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    combine = str(events.get("combine", "top3"))
+    names = list(dict.fromkeys(n for n, _ in traces))
+    fig, axes = plt.subplots(len(names) + 1, 1, figsize=(10, 2.2 * (len(names) + 1) + 0.6), sharex=True)
+    onset = float(events["onset_s"])
+    for ax, name in zip(axes, names):
+        t = traces[(name, combine)]
+        ax.plot(t["times"], t["proba"], lw=0.6, alpha=0.5, color="C0", label=f"channels {combine}")
+        ax.plot(t["times"], t["smooth"], lw=1.6, color="C0", label=f"smoothed {detector.smooth_s:g} s")
+        if (name, "joint") in traces:
+            j = traces[(name, "joint")]
+            ax.plot(j["times"], j["smooth"], lw=1.2, ls="--", color="C2", label="joint 21-channel (smoothed)")
+        ax.axhline(detector.threshold, color="k", lw=0.8, ls=":", label="threshold")
+        ax.axvline(onset, color="C3", lw=1.5, label=f"onset {onset:g} s")
+        for a in t["alarms"]:
+            ax.axvline(a["time"], color="C1", lw=1.0, ls="--")
+            ax.plot([a["time"]], [1.02], marker="v", color="C1", clip_on=False)
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_ylabel("P(seizure)")
+        ax.set_title(f"{name}: alarms (orange) after {detector.min_duration_s:g} s above threshold", fontsize=9)
+        ax.legend(loc="upper left", fontsize=7, ncol=3)
+    t = traces[(names[0], combine)]
+    ax = axes[-1]
+    mesh = ax.pcolormesh(t["times"], np.arange(len(t["channels"])), t["per_channel"].T, vmin=0, vmax=1, shading="nearest", cmap="magma")
+    ax.set_yticks(np.arange(len(t["channels"])), t["channels"], fontsize=6)
+    ax.axvline(onset, color="C3", lw=1.5)
+    ax.set_title(f"{names[0]}: per-channel P(seizure)", fontsize=9)
+    ax.set_xlabel("time (s, decision at the end of each window)")
+    fig.colorbar(mesh, ax=axes, fraction=0.02, pad=0.01)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(mean, std=None, digits=3):
+    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+        return "n/a"
+    return f"{mean:.{digits}f}" if std is None or np.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def segment_table(frame, seg_frame) -> list[str]:
+    """Markdown rows: per task and pipeline, fold mean ± std and pooled out-of-fold metrics."""
+    lines = []
+    seg = frame[frame.session == "segments"]
+    for dataset, d in seg.groupby("dataset", sort=False):
+        task = dataset.split(" ", 1)[1]
+        lines += ["", f"### {dataset} (segment-grouped {d.subject.nunique()}-fold CV)", ""]
+        lines.append("| pipeline | accuracy | sensitivity | specificity | ROC-AUC | kappa | pooled acc | pooled AUC | window acc | fit s/fold |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        order = d.groupby("pipeline").accuracy.mean().sort_values(ascending=False).index
+        for name in order:
+            r = d[d.pipeline == name]
+            s = seg_frame[(seg_frame.task == task) & (seg_frame.pipeline == name)]
+            pooled = segment_metrics(s.label.to_numpy(), s.proba.to_numpy()) if len(s) else {}
+            cells = [_fmt(r[m].mean(), r[m].std()) for m in ("accuracy", "sensitivity", "specificity", "roc_auc", "kappa")]
+            lines.append(
+                f"| {name} | " + " | ".join(cells) + f" | {_fmt(pooled.get('accuracy'))} | {_fmt(pooled.get('roc_auc'))} | "
+                f"{_fmt(r.window_accuracy.mean())} | {r.fit_time.mean():.1f} |"
+            )
+    return lines
+
+
+def event_table(frame, target_latency: float = 20.0, target_fa: int = 1) -> list[str]:
+    ev = frame[frame.session == "events"]
+    if ev.empty:
+        return []
+    lines = ["| pipeline | channels | detected | latency s | false alarms before onset | FA / h | alarms after seizure | target met |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for _, r in ev.iterrows():
+        met = bool(r.detected) and r.latency_s <= target_latency and r.false_alarms <= target_fa
+        lines.append(
+            f"| {r.pipeline} | {r['combine']} | {'yes' if r.detected else 'no'} | {_fmt(r.latency_s, digits=1)} | "
+            f"{int(r.false_alarms)} in {r.preictal_s / 60:.1f} min | {r.fa_per_hour:.1f} | {int(r.post_alarms)} | {'yes' if met else 'no'} |"
+        )
+    return lines
+
+
+def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre) -> str:
+    from benchmarks.common import machine_description
+
+    lines = [f"# {title}", "", f"Seed {cfg['seed']}; machine: {machine_description()}.", ""]
+    lines.append(
+        f"Preprocessing (causal, as live): {json.dumps(pre.to_config())}. Windows: {spec.length_s:g} s at {spec.sfreq:g} Hz, "
+        f"hop {spec.hop_s:g} s on Bonn, first {spec.settle_s:g} s of each Bonn segment dropped (filter start-up)."
+    )
+    lines += ["", "## Bonn segments", "",
+              "A segment's probability is the mean over its windows; decision at 0.5. Folds are grouped by segment "
+              "(the files carry no subject identity, so segments of one patient can fall in train and test). "
+              "Accuracy etc.: mean ± std over folds; pooled: all out-of-fold segments together."]  # fmt: skip
+    lines += segment_table(frame, seg_frame)
+    seg = frame[frame.session == "segments"]
+    for dataset, d in seg.groupby("dataset", sort=False):
+        best = d.groupby("pipeline").accuracy.mean().sort_values(ascending=False)
+        verdict = "meets" if best.iloc[0] >= 0.97 else "misses"
+        lines.append(f"\n{dataset}: best **{best.index[0]}** {best.iloc[0]:.3f}, {verdict} the 0.97 target.")
+    if events:
+        tl = float(events.get("target_latency_s", 20.0))
+        tf = int(events.get("target_false_alarms", 1))
+        lines += ["", "## Malow recording: events", "",
+                  f"Trained on all Bonn windows of {events.get('train_task', 'ABCD-E')} (single channel), run on every "
+                  f"channel of the recording every {float(events.get('hop_s', 1.0)):g} s; channel probabilities combined "
+                  f"('top3' = mean of the 3 highest; 'joint' = MVPFormer on all channels at once). Detector: trailing mean "
+                  f"over {detector.smooth_s:g} s, threshold {detector.threshold:g}, at least {detector.min_duration_s:g} s "
+                  f"above it, no alarm in the first {detector.warmup_s:g} s. Onset {float(events['onset_s']):g} s "
+                  f"(documented, about 350 s); an alarm at or after onset detects the seizure, alarms before it are false. "
+                  f"Target: latency <= {tl:g} s with <= {tf} false alarm before onset.", ""]  # fmt: skip
+        lines += event_table(frame, tl, tf)
+        lines += ["", "![probability trend](malow_trend.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def summary_text(frame) -> str:
+    """Console summary for ``bci evaluate``."""
+    seg = frame[frame.session == "segments"]
+    out = []
+    if len(seg):
+        agg = seg.groupby(["dataset", "pipeline"])[["accuracy", "sensitivity", "specificity", "roc_auc", "kappa"]].mean()
+        out.append(agg.to_string(float_format=lambda v: f"{v:.3f}"))
+    ev = frame[frame.session == "events"]
+    if len(ev):
+        out.append(ev[["pipeline", "combine", "detected", "latency_s", "false_alarms", "fa_per_hour"]].to_string(
+            index=False, float_format=lambda v: f"{v:.1f}"))  # fmt: skip
+    return "\n\n".join(out)
+
+
+# ------------------------------------------------------------------ bci train
+def annotated_windows(recording, pre: Preprocessor, spec: WindowSpec, hop_s: float, events) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of a continuous annotated recording labelled by seizure annotations.
+
+    A window is "seizure" when an annotation named in ``events`` overlaps its last
+    second (the last MVPFormer segment when ``spec.segment_s`` is set), the seizure
+    head's label rule; otherwise "background".
+    """
+    windows, ends = recording_windows(recording, pre, spec, hop_s)
+    names = {str(e) for e in (events or ["seizure"])}
+    ann = recording.annotations
+    spans = [(o, o + d) for o, d, desc in zip(ann.onset, ann.duration, ann.description) if str(desc) in names]
+    last = spec.segment_s or 1.0
+    y = np.array([
+        CLASSES[1] if any(a < end and b > end - last for a, b in spans) else CLASSES[0] for end in ends
+    ])  # fmt: skip
+    return windows, y
+
+
+def training_data(cfg, section: dict, pre: Preprocessor, progress: bool = False):
+    """Labelled windows for ``bci train`` with ``train: {task: seizure}``.
+
+    ``train.recordings`` lists Bonn folders (labelled by set: ``train.labels``, a task
+    such as ``ABCD-E``) and/or continuous recordings with seizure annotations (named by
+    ``train.events``, default ``[seizure]``). ``train.window`` is a
+    :class:`WindowSpec` mapping (``sfreq`` must equal ``preprocessing.resample``).
+    ``train.channels`` is the montage the saved model expects live (default: the 19
+    electrodes of the 10-20 system); the detector itself classifies one channel at a
+    time, so it is trained on single-channel windows whatever that montage.
+    """
+    from .io import load_recording
+    from .training import TrainingData
+
+    try:
+        spec = WindowSpec.from_config(section.get("window"), key="train.window")
+    except ConfigError as exc:
+        raise cfg.error("train.window", str(exc)) from None
+    if not pre.resample or abs(float(pre.resample) - spec.sfreq) > 1e-9:
+        raise cfg.error(
+            "preprocessing.resample",
+            f"a seizure model needs preprocessing.resample equal to train.window.sfreq ({spec.sfreq:g} Hz), "
+            f"found {pre.resample!r}: live sources are resampled to the model rate",
+        )
+    entries = section.get("recordings") or []
+    if not entries:
+        raise cfg.error("train.recordings", "expected Bonn folders and/or recordings with seizure annotations")
+    task = section.get("labels") or "ABCD-E"
+    X, y, groups, sources = [], [], [], []
+    for entry in entries:
+        path = cfg.resolve_path(str(entry))
+        if path.is_dir() and any((path / f).is_dir() for f in BONN_FOLDERS.values()):
+            data = bonn_windows(path, str(task), preprocessing=pre, window=spec, progress=progress)
+            X.append(data.X)
+            y.append(data.y)
+            groups.append(np.char.add("bonn/", data.groups.astype(str)))
+            sources.append(f"Bonn {data.task}")
+        else:
+            rec = load_recording(path)
+            w, labels = annotated_windows(rec, pre, spec, spec.hop_s, section.get("events"))
+            X.append(w)
+            y.append(labels)
+            groups.append(np.full(len(w), path.name))
+            sources.append(path.name)
+    channels = {w.shape[1] for w in X}
+    if len(channels) > 1:
+        raise DataError(f"training windows have different channel counts {sorted(channels)}; train on one kind of source")
+    X, y = np.concatenate(X), np.concatenate(y)
+    found = sorted(set(y.tolist()))
+    if found != CLASSES:
+        raise DataError(f"seizure training needs both classes {CLASSES}, found {found}")
+    montage = section.get("channels") or STANDARD_1020
+    log.info("seizure training: %d windows (%s) at %g Hz, deployed on %d channels", len(y), ", ".join(sources), spec.sfreq, len(montage))
+    return TrainingData(
+        X=X, y=y, groups=np.concatenate(groups), sfreq=spec.sfreq, input_channels=ChannelSet(list(montage)),
+        window_s=spec.length_s, classes=list(CLASSES), sources=sources,
+    )  # fmt: skip
