@@ -116,6 +116,12 @@ def cmd_record(args) -> int:
     return main(args)
 
 
+def cmd_calibrate(args) -> int:
+    from gui.calibration import main
+
+    return main(args)
+
+
 def cmd_bench(args, extra: list[str]) -> int:
     import importlib
 
@@ -187,10 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("calibrate", help="cue-based calibration session, recorded")
-    p.add_argument("config")
+    p.add_argument("config", help="calibration config (YAML), e.g. configs/calibration_lr.yaml")
     p.add_argument("--source", required=True, metavar="NAME")
     p.add_argument("--out", required=True, metavar="FILE.fif")
-    p.set_defaults(func=_not_yet("calibrate"))
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the stream")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("stream", help="live decoding; publishes results on LSL")
     p.add_argument("--model", required=True, metavar="MODEL_DIR")

@@ -489,15 +489,16 @@ def recover(out: str | Path, **kwargs) -> RecordingSummary:
 class _MarkerInlet:
     """A string (or numeric) marker stream pulled without blocking, with loss and return."""
 
-    def __init__(self, name: str, timeout: float):
+    def __init__(self, name: str, timeout: float, source_id: str | None = None):
         self.name = name
+        self.source_id = source_id
         self.timeout = float(timeout)
         self.inlet = None
         self.uid = None
         self._resolver = None
 
     def open(self) -> "_MarkerInlet":
-        info = resolve(name=self.name, timeout=self.timeout)
+        info = resolve(name=self.name, source_id=self.source_id, timeout=self.timeout)
         if info.nominal_srate() != pylsl.IRREGULAR_RATE and info.channel_format() != pylsl.cf_string:
             log.warning("marker stream %r has a regular rate (%g Hz); every sample is taken as a marker",
                         self.name, info.nominal_srate())
@@ -545,7 +546,7 @@ class _MarkerInlet:
         if self._resolver is None:
             self._resolver = pylsl.ContinuousResolver(prop="name", value=self.name)
         for info in self._resolver.results():
-            if info.uid() == self.uid:
+            if info.uid() == self.uid or (self.source_id and info.source_id() != self.source_id):
                 continue
             try:
                 self._connect(info)
@@ -577,6 +578,8 @@ class Recorder:
     markers : str, "auto" or None
         Name of the marker stream. ``"auto"`` records ``<source>-markers`` when such a
         stream is visible (``bci replay``'s convention); None records no markers.
+    markers_source_id : str, optional
+        Also match the marker stream's source id (when several share a name).
     seconds : float, optional
         Stop after this many seconds of signal (exactly ``round(seconds * sfreq)`` samples).
     flush_s : float
@@ -591,7 +594,8 @@ class Recorder:
     Use :meth:`run` (blocking, Ctrl-C safe) or :meth:`start` / :meth:`stop` (thread).
     """
 
-    def __init__(self, source: str, out: str | Path, *, markers: str | None = None, seconds: float | None = None,
+    def __init__(self, source: str, out: str | Path, *, markers: str | None = None, markers_source_id: str | None = None,
+                 seconds: float | None = None,
                  flush_s: float = 2.0, timeout: float = 5.0, poll_s: float = 0.01, need_bytes: int | None = None,
                  gap_factor: float = 5.0, min_gap_s: float = 0.05):
         if not source:
@@ -600,7 +604,7 @@ class Recorder:
             raise DataError(f"--seconds: expected a positive duration, found {seconds}")
         if flush_s <= 0:
             raise DataError(f"flush interval must be positive, found {flush_s}")
-        self.source, self.markers_name = source, markers
+        self.source, self.markers_name, self.markers_source_id = source, markers, markers_source_id
         self.seconds = seconds
         self.flush_s, self.timeout, self.poll_s = float(flush_s), float(timeout), float(poll_s)
         self.gap_factor, self.min_gap_s = float(gap_factor), float(min_gap_s)
@@ -634,7 +638,7 @@ class Recorder:
                     log.info("no marker stream %r visible; recording the signal only", name)
                     name = None
             if name:
-                self.marker_inlet = _MarkerInlet(name, self.timeout).open()
+                self.marker_inlet = _MarkerInlet(name, self.timeout, self.markers_source_id).open()
             self.markers_name = name
             inlet = Inlet(name=self.source, source_id=info.source_id() or None, timeout=self.timeout,
                           buffer_s=max(30.0, 4 * self.flush_s))

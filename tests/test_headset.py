@@ -22,6 +22,7 @@ import yaml
 
 from tests.conftest import EEGBCI
 
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the cue and feedback windows
 pylsl = pytest.importorskip("pylsl")
 
 RUN = EEGBCI / "S001" / "S001R04.edf"
@@ -108,20 +109,30 @@ def test_record_replayed_run_same_samples_and_events(recorded, source_run):
     assert mne.io.read_raw_fif(out, verbose="error").info["meas_date"] is not None
 
 
+@pytest.fixture(scope="module")
+def recorded_model(recorded, tmp_path_factory):
+    """``bci train`` (the CLI) on the recorded run: T1 -> left_hand, T2 -> right_hand."""
+    from bci.cli import main
+
+    out, _ = recorded
+    tmp = tmp_path_factory.mktemp("model")
+    cfg = _train_config(tmp, [out], {"T1": "left_hand", "T2": "right_hand"})
+    assert main(["train", str(cfg), "--out", str(tmp / "model"), "--no-progress"]) == 0
+    return tmp / "model"
+
+
 @pytest.mark.slow
-def test_recording_trains_and_predicts(recorded, tmp_path, capsys):
+def test_recording_trains_and_predicts(recorded, recorded_model, tmp_path):
     from bci.cli import main
     from bci.model import TrainedModel
 
     out, _ = recorded
-    cfg = _train_config(tmp_path, [out], {"T1": "left_hand", "T2": "right_hand"})
-    assert main(["train", str(cfg), "--out", str(tmp_path / "model"), "--no-progress"]) == 0
-    model = TrainedModel.load(tmp_path / "model")
+    model = TrainedModel.load(recorded_model)
     assert model.classes == ["left_hand", "right_hand"]
     assert model.metadata["n_windows"] == {"left_hand": 8, "right_hand": 7}
     assert model.metadata["trained_on"] == [out.name]
     pred = tmp_path / "pred.json"
-    assert main(["predict", str(tmp_path / "model"), str(out), "--json", str(pred), "--hop", "1.0"]) == 0
+    assert main(["predict", str(recorded_model), str(out), "--json", str(pred), "--hop", "1.0"]) == 0
     records = json.loads(pred.read_text())
     assert records and {"file", "start_s", "end_s", "left_hand", "right_hand"} <= set(records[0])
     assert all(abs(r["left_hand"] + r["right_hand"] - 1) < 1e-6 for r in records)
@@ -322,3 +333,164 @@ def test_record_bad_input(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------- bci calibrate
+def _calibration_yaml(tmp_path: Path, **over) -> Path:
+    section = {"classes": ["left_hand", "right_hand"], "trials_per_class": 4, "fixation": 0.05, "cue": 0.3,
+               "rest": [0.05, 0.1], "start_delay": 0.05, "max_repeats": 2, "marker_stream": _name("calib"), **over}  # fmt: skip
+    path = tmp_path / f"calibration-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump({"seed": 11, "calibration": section}))
+    return path
+
+
+def test_trial_order_balanced_seeded_and_bounded_runs():
+    from gui.calibration import trial_order
+
+    for seed in range(20):
+        order = trial_order(["left_hand", "right_hand", "feet"], 10, seed, max_repeats=2)
+        assert sorted(order) == sorted(["left_hand", "right_hand", "feet"] * 10)
+        runs = max(len(list(g)) for _, g in __import__("itertools").groupby(order))
+        assert runs <= 2
+    assert trial_order(["a", "b"], 20, 3) == trial_order(["a", "b"], 20, 3)
+    assert trial_order(["a", "b"], 20, 3) != trial_order(["a", "b"], 20, 4)
+    assert trial_order(["a", "b"], 5, 0, max_repeats=1) in (["a", "b"] * 5, ["b", "a"] * 5)
+
+
+def test_calibration_config_errors(tmp_path):
+    from bci.errors import ConfigError
+    from gui.calibration import load_calibration
+
+    cal = load_calibration(ROOT / "configs" / "calibration_lr.yaml")
+    assert cal.classes == ["left_hand", "right_hand"] and cal.n_trials == 40
+    assert 250 < cal.duration_range()[0] <= cal.duration_range()[1] < 400
+    for over, message in [
+        ({"classes": ["left_hand", "jump"]}, "unknown class 'jump'"),
+        ({"classes": ["left_hand"]}, "at least 2 classes"),
+        ({"classes": ["feet", "feet"]}, "listed twice"),
+        ({"trials_per_class": 0}, "positive whole number"),
+        ({"trials_per_class": 2.5}, "positive whole number"),
+        ({"cue": 0}, "at least one screen frame"),
+        ({"cue": -1.0}, "at least one screen frame"),
+        ({"fixation": 0.005}, "shorter than one screen frame"),
+        ({"rest": [2.0, 1.0]}, "0 <= min <= max"),
+        ({"rest": "long"}, "seconds or [min, max]"),
+        ({"trials_per_class": 5000, "cue": 4.0}, "keep one file under"),
+        ({"max_repeats": 0}, "positive whole number"),
+        ({"marker_stream": ""}, "LSL stream name"),
+        ({"colour": "red"}, "unknown key"),
+    ]:
+        with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+            load_calibration(_calibration_yaml(tmp_path, **over))
+    bad = tmp_path / "none.yaml"
+    bad.write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match="calibration: missing"):
+        load_calibration(bad)
+
+
+@pytest.mark.slow
+def test_calibration_session_offscreen_recorded_and_trainable(source_run, tmp_path, capsys):
+    """The cue window runs offscreen while a replayed headset is recorded: markers are
+    published at the cues, balanced, and the file trains with bci train."""
+    from bci.cli import main
+    from bci.io import load_recording
+    from gui.calibration import build_schedule, load_calibration, run_calibration
+    from realtime.replay import Replay
+
+    cfg = _calibration_yaml(tmp_path)
+    cal = load_calibration(cfg)
+    schedule = build_schedule(cal)
+    name = _name("headset")
+    out = tmp_path / "calibration_1.fif"
+    # a 4x replay: the cues (0.3 s of wall clock) span 1.2 s of signal
+    with Replay(source_run, name, speed=4.0, markers=False):
+        result = run_calibration(cfg, name, out, timeout=10, flush_s=0.5, max_wall_s=30, screenshot=tmp_path / "cue.png")
+    assert not result.aborted and result.trials_shown == result.trials_planned == 8
+    assert result.order == schedule.order and sorted(result.order) == ["left_hand"] * 4 + ["right_hand"] * 4
+    assert result.recording.markers == {"left_hand": 4, "right_hand": 4, "rest": 8}
+    assert (tmp_path / "cue.png").stat().st_size > 1000
+    rec = load_recording(out)
+    cues = [(o, d) for o, d in zip(rec.annotations.onset, rec.annotations.description) if d != "rest"]
+    assert [d for _, d in cues] == schedule.order  # in the order shown
+    rests = [o for o, d in zip(rec.annotations.onset, rec.annotations.description) if d == "rest"]
+    # cue -> rest: 0.3 s of wall clock = 1.2 s of the 4x signal (Qt timers on a loaded machine: loose bound)
+    np.testing.assert_allclose(np.array(rests) - np.array([o for o, _ in cues]), 1.2, atol=0.4)
+    train_cfg = _train_config(tmp_path, [out], ["left_hand", "right_hand"], tmin=0.0, tmax=0.75)
+    assert main(["train", str(train_cfg), "--out", str(tmp_path / "model"), "--no-progress"]) == 0
+    assert "trained TS+SVM on 8 windows (left_hand: 4, right_hand: 4)" in capsys.readouterr().out
+
+
+def test_calibrate_bad_input(tmp_path, capsys):
+    from bci.cli import main
+
+    good = _calibration_yaml(tmp_path)
+    for argv, message in [
+        (["calibrate", str(_calibration_yaml(tmp_path, classes=["left_hand", "nose"])), "--source", "x", "--out", str(tmp_path / "a.fif")],
+         "unknown class 'nose'"),
+        (["calibrate", str(_calibration_yaml(tmp_path, rest=[1.0, 0.5])), "--source", "x", "--out", str(tmp_path / "a.fif")],
+         "0 <= min <= max"),
+        (["calibrate", str(good), "--source", "x", "--out", str(tmp_path / "no" / "a.fif")], "does not exist"),
+        (["calibrate", str(good), "--source", _name("absent"), "--out", str(tmp_path / "b.fif"), "--timeout", "0.3"], "no LSL stream"),
+    ]:  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.parts"))
+
+
+# ----------------------------------------------------------------- feedback
+@pytest.mark.slow
+def test_feedback_view_follows_the_decoder_with_a_paradigm(recorded, recorded_model, tmp_path):
+    """The live decoder (realtime.Decoder on a replay of the recording) drives the cursor,
+    through its callback and through its bci-out outlet; a feedback paradigm shows cues."""
+    from gui.feedback import DecisionQueue, ProbabilityInlet, run_feedback
+    from realtime.decoder import Decoder
+    from realtime.replay import Replay
+
+    out, _ = recorded
+    name, outlet = _name("fb"), _name("bci-out")
+    paradigm = _calibration_yaml(tmp_path, trials_per_class=1, cue=0.4, rest=[0.1, 0.1])
+    with Replay(out, name, speed=2.0, markers=False):
+        decoder = Decoder(recorded_model, name, {"outlet_name": outlet, "marker_name": outlet + "-markers", "hop_s": 0.25})
+        queue = DecisionQueue(decoder.model.classes)
+        decoder.callbacks.append(queue)
+        decoder.start()
+        try:
+            inlet = ProbabilityInlet(outlet, timeout=5)
+            assert inlet.classes == ["left_hand", "right_hand"]
+            first = time.monotonic()
+            result = run_feedback(inlet, paradigm=paradigm, screenshot=tmp_path / "fb.png", seconds=20)
+            took = time.monotonic() - first
+        finally:
+            decoder.stop()
+    assert not result.aborted and result.trials_shown == 2 and took < 10
+    assert result.decisions_seen > 0 and queue.count >= result.decisions_seen
+    # the bci-out stream carries the decoder's smoothed probabilities, in class order
+    last = queue.latest()[0]
+    assert result.last.shape == (2,) and abs(result.last.sum() - 1) < 1e-6
+    assert any(np.allclose(result.last, d.smoothed) for d in decoder.recent)
+    assert -1 <= result.cursor <= 1
+    assert (tmp_path / "fb.png").stat().st_size > 1000
+    assert last.shape == (2,)
+
+
+def test_feedback_view_cursor_and_bars():
+    from gui.app import ensure_qapp
+    from gui.feedback import cursor_position, layout, make_feedback_view
+
+    assert layout(["right_hand", "left_hand"]) == (1, 0) and layout(["T1", "T2"]) == (0, 1) and layout(["a", "b", "c"]) is None
+    assert cursor_position(np.array([0.2, 0.8]), 0, 1) == pytest.approx(0.6)
+    ensure_qapp()
+    view = make_feedback_view()(["left_hand", "right_hand"], ease=1.0)
+    view.set_probabilities([0.9, 0.1], "running")
+    view.tick()
+    assert view.cursor == pytest.approx(-0.8)
+    img = view.grab().toImage()
+    assert img.width() > 0
+    bars = make_feedback_view()(["left_hand", "right_hand", "feet"], ease=0.5)
+    bars.set_probabilities([0.2, 0.2, 0.6])
+    bars.tick()
+    np.testing.assert_allclose(bars.shown, [0.2667, 0.2667, 0.4667], atol=1e-3)
+    with pytest.raises(Exception, match="3 classes got 2"):
+        bars.set_probabilities([0.5, 0.5])
+    bars.grab()
