@@ -77,7 +77,7 @@ class CalibrationConfig:
     source: str = ""  # the config file
 
     @classmethod
-    def from_config(cls, cfg) -> "CalibrationConfig":
+    def from_config(cls, cfg) -> CalibrationConfig:
         """Validate ``cfg['calibration']`` (a :class:`bci.config.Config`); errors name file and key."""
         section = cfg.get("calibration")
         if not isinstance(section, dict):
@@ -291,7 +291,7 @@ def make_cue_window():
             self.state, self.cls, self.progress = step.state, step.cls, progress
             self.repaint()  # synchronous: the frame is drawn before the marker is stamped
 
-        def paintEvent(self, event):  # noqa: N802 - Qt API
+        def paintEvent(self, event):
             painter = QtGui.QPainter(self)
             painter.setRenderHint(QtGui.QPainter.Antialiasing)
             paint_cue(painter, self.rect(), self.state, self.cls, text=STATE_TEXT.get(self.state, ""))
@@ -300,13 +300,13 @@ def make_cue_window():
                 painter.drawText(self.rect().adjusted(10, 10, -10, -10), QtCore.Qt.AlignRight | QtCore.Qt.AlignBottom, self.progress)
             painter.end()
 
-        def keyPressEvent(self, event):  # noqa: N802 - Qt API
+        def keyPressEvent(self, event):
             if event.key() == QtCore.Qt.Key_Escape:
                 self.aborted.emit()
             else:
                 super().keyPressEvent(event)
 
-        def closeEvent(self, event):  # noqa: N802 - Qt API
+        def closeEvent(self, event):
             self.aborted.emit()
             super().closeEvent(event)
 
@@ -497,9 +497,10 @@ def main(args) -> int:
     quiet_liblsl()
     cal = load_calibration(args.config)
     lo, hi = cal.duration_range()
+    length = f"{lo:.0f}-{hi:.0f} s" if hi < 120 else f"{lo / 60:.1f}-{hi / 60:.1f} min"
     print(
         f"calibration: {cal.n_trials} trials ({', '.join(f'{c} x{cal.trials_per_class}' for c in cal.classes)}), "
-        f"about {lo / 60:.1f}-{hi / 60:.1f} min; recording {args.source!r} + markers {cal.marker_stream!r} to {args.out}; "
+        f"about {length}; recording {args.source!r} + markers {cal.marker_stream!r} to {args.out}; "
         "Esc stops early",
         flush=True,
     )

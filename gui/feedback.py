@@ -182,7 +182,7 @@ def make_feedback_view():
             return cursor_position(self.shown, *self.pair) if self.pair else float("nan")
 
         # drawing
-        def paintEvent(self, event):  # noqa: N802 - Qt API
+        def paintEvent(self, event):
             painter = QtGui.QPainter(self)
             painter.setRenderHint(QtGui.QPainter.Antialiasing)
             r = self.rect()
@@ -236,13 +236,13 @@ def make_feedback_view():
                 painter.setPen(QtGui.QColor("white"))
                 painter.drawText(QtCore.QRectF(x - 20, base + 5, w * 0.8 + 40, 30), QtCore.Qt.AlignCenter, f"{cls} {p:.2f}")
 
-        def keyPressEvent(self, event):  # noqa: N802 - Qt API
+        def keyPressEvent(self, event):
             if event.key() == QtCore.Qt.Key_Escape:
                 self.close()
             else:
                 super().keyPressEvent(event)
 
-        def closeEvent(self, event):  # noqa: N802 - Qt API
+        def closeEvent(self, event):
             self.aborted.emit()
             super().closeEvent(event)
 

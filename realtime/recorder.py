@@ -48,7 +48,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,7 @@ def parts_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def check_output(out: str | Path, *, need_bytes: int = 0, allow_existing_parts: bool = False) -> Path:
+def check_output(out: str | Path, *, need_bytes: int = 0) -> Path:
     """Validate where a recording goes, before anything is recorded; returns the path.
 
     Raises :class:`~bci.errors.DataError` with what was expected and found: the name must
@@ -94,7 +94,7 @@ def check_output(out: str | Path, *, need_bytes: int = 0, allow_existing_parts: 
     if out.exists():
         raise DataError(f"{out} already exists; recordings are never overwritten (remove it or choose another name)")
     parts = parts_dir(out)
-    if parts.exists() and not allow_existing_parts:
+    if parts.exists():
         raise DataError(
             f"{parts} holds an interrupted recording; finish it with 'bci record --recover {out}' (or remove the folder)"
         )
@@ -214,12 +214,6 @@ class SegmentWriter:
         for fh in (self._markers, self._events):
             if not fh.closed:
                 fh.close()
-
-    def finalize(self, **kwargs) -> "RecordingSummary":
-        """Flush, close and assemble ``OUT`` (see :func:`assemble`)."""
-        self.flush()
-        self.close()
-        return assemble(self.parts, self.out, **kwargs)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -497,7 +491,7 @@ class _MarkerInlet:
         self.uid = None
         self._resolver = None
 
-    def open(self) -> "_MarkerInlet":
+    def open(self) -> _MarkerInlet:
         info = resolve(name=self.name, source_id=self.source_id, timeout=self.timeout)
         if info.nominal_srate() != pylsl.IRREGULAR_RATE and info.channel_format() != pylsl.cf_string:
             log.warning("marker stream %r has a regular rate (%g Hz); every sample is taken as a marker",
@@ -623,7 +617,7 @@ class Recorder:
         self.markers_lost = False
 
     # ------------------------------------------------------------ opening
-    def open(self) -> "Recorder":
+    def open(self) -> Recorder:
         """Resolve and open the streams, check the disk, create the parts folder.
 
         The marker stream is opened first: a source that starts pushing when its first
@@ -825,7 +819,7 @@ class Recorder:
         finally:
             self.ready.set()
 
-    def start(self, *, max_wall_s: float | None = None) -> "Recorder":
+    def start(self, *, max_wall_s: float | None = None) -> Recorder:
         """Open the streams here (so that errors raise here), then record from a thread."""
         self.open()
         self._thread = threading.Thread(target=self._run_thread, args=(max_wall_s,), name="bci-recorder", daemon=True)
@@ -847,10 +841,6 @@ class Recorder:
                 raise self.error
             raise StreamError(f"recording failed: {self.error}") from self.error
         return self.summary
-
-
-def summary_dict(summary: RecordingSummary) -> dict:
-    return asdict(summary)
 
 
 def main(args) -> int:

@@ -243,7 +243,7 @@ def test_gaps_lost_streams_and_unlabelled_channels(tmp_path, caplog):
 
     name = _name("gap")
     src = _Source(name)
-    minfo = lambda: pylsl.StreamInfo(name + "-mk", "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, name + "-mk")  # noqa: E731
+    minfo = lambda: pylsl.StreamInfo(name + "-mk", "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, name + "-mk")
     mk = pylsl.StreamOutlet(minfo())
     out = tmp_path / "gap.fif"
     rec = Recorder(name, out, markers=name + "-mk", flush_s=0.2, timeout=5)
@@ -286,6 +286,34 @@ def test_gaps_lost_streams_and_unlabelled_channels(tmp_path, caplog):
     lost = [(o, dur) for o, dur, d in zip(ann.onset, ann.duration, ann.description) if d == MARKERS_LOST]
     assert lost == [pytest.approx((1.00, 0.30), abs=1e-6)]  # samples 100..129 arrived while it was gone
     assert "no channel labels" in caplog.text
+
+
+def test_channel_names_types_units_from_stream_metadata(tmp_path):
+    """Labels, types and units of desc/channels: volts for voltage channels whatever the
+    unit, a trigger channel's values kept as they are (not taken for microvolts)."""
+    from bci.io import load_recording
+    from realtime.recorder import Recorder
+
+    name = _name("meta")
+    info = pylsl.StreamInfo(name, "EEG", 4, 250.0, pylsl.cf_float32, name)
+    chans = info.desc().append_child("channels")
+    for label, kind, unit in (("C3", "EEG", "microvolts"), ("EEG C4-REF", "EEG", "mV"), ("HEOG", "EOG", "V"), ("TRIG", "STIM", "")):
+        ch = chans.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("type", kind)
+        ch.append_child_value("unit", unit)
+    outlet = pylsl.StreamOutlet(info)
+    x = np.tile(np.array([[10.0, 0.02, 1e-4, 3.0]], np.float32), (50, 1))  # 10 uV, 20 uV (in mV), 100 uV (in V), trigger 3
+    rec = Recorder(name, tmp_path / "meta.fif", seconds=0.2, timeout=5, flush_s=0.1)
+    rec.start(max_wall_s=15)
+    wait_until(lambda: rec.inlet is not None and outlet.have_consumers(), 5, "the recorder to connect")
+    outlet.push_chunk(x, (pylsl.local_clock() - np.arange(49, -1, -1) / 250.0).tolist())
+    summary = rec.join(15)
+    assert summary.n_samples == 50 and summary.labelled
+    back = load_recording(tmp_path / "meta.fif")
+    assert back.channels.names == ("C3", "C4", "HEOG", "TRIG")
+    assert back.channels.types == ("eeg", "eeg", "eog", "stim")
+    np.testing.assert_allclose(back.data[:, 0], [10e-6, 20e-6, 100e-6, 3.0], rtol=1e-6)
 
 
 def test_record_bad_input(tmp_path, capsys):
