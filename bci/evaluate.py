@@ -416,6 +416,8 @@ THREAD_ENV = {
 #: Times a task that *raised* is re-run (a worker that dies is handled by the
 #: scheduler: its tasks go to other workers, up to ``distributed.scheduler.allowed-failures``).
 TASK_RETRIES = 1
+#: How long to wait for an existing scheduler to answer.
+CONNECT_TIMEOUT = "20s"
 
 
 def parse_cluster(spec: str) -> tuple[str, int | str]:
@@ -446,7 +448,7 @@ def _connect(spec: str):
         )  # fmt: skip
         return Client(cluster, set_as_default=False), cluster
     try:
-        return Client(value, timeout="20s", set_as_default=False), None
+        return Client(value, timeout=CONNECT_TIMEOUT, set_as_default=False), None
     except (OSError, TimeoutError) as exc:
         raise ConfigError(f"--cluster: cannot reach the Dask scheduler at {value}: {str(exc).splitlines()[0]}") from None
 

@@ -28,6 +28,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -175,10 +176,12 @@ class ChannelCountBatchSampler(Sampler):
 
 # ------------------------------------------------------------------- training
 def _write_log(path: Path, rows):
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "loss", "lr", "elapsed_s"])
         writer.writerows(rows)
+    os.replace(tmp, path)  # a run killed while writing leaves the previous log whole
 
 
 def _read_log(path: Path, upto: int):
@@ -407,6 +410,10 @@ def pretrain(
             dist.all_gather_object(ranks, rng)
         if rank != 0:
             return
+        # the log first, then the checkpoint, each replaced atomically: a run killed in
+        # between resumes from the older checkpoint and reads only the rows up to it
+        _write_log(out_dir / LOSS_CSV, rows)
+        tmp = ckpt_path.with_name(CHECKPOINT + ".tmp")
         torch.save(
             {
                 "model": state,
@@ -419,9 +426,9 @@ def pretrain(
                 "world_size": world,
                 "strategy": strategy,
             },
-            ckpt_path,
+            tmp,
         )
-        _write_log(out_dir / LOSS_CSV, rows)
+        os.replace(tmp, ckpt_path)
 
     bar = None
     if progress and rank == 0:
