@@ -313,6 +313,46 @@ def make_cue_window():
     return CueWindow
 
 
+class SigintQuits:
+    """Ctrl-C ends a Qt event loop (``with SigintQuits(on_interrupt): loop.exec()``).
+
+    Python runs its signal handlers only between Qt events, so a timer wakes the
+    interpreter every 200 ms; the handler calls ``on_interrupt`` (which quits the loop).
+    Outside the main thread it does nothing.
+    """
+
+    def __init__(self, on_interrupt):
+        self.on_interrupt = on_interrupt
+        self.interrupted = False
+        self._previous = None
+        self._waker = None
+
+    def _handler(self, *_):
+        self.interrupted = True
+        self.on_interrupt()
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        QtCore, _, _ = _qt()
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._waker = QtCore.QTimer()
+            self._waker.timeout.connect(lambda: None)
+            self._waker.start(200)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._waker is not None:
+            self._waker.stop()
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 class MarkerOutlet:
     """The session's LSL marker stream (strings, irregular rate)."""
 
@@ -465,8 +505,9 @@ def run_calibration(config, source: str, out, *, timeout: float = 10.0, flush_s:
             window.showFullScreen() if cal.fullscreen else window.show()
         log.info("calibration: %d trials (%s), %.0f-%.0f s", cal.n_trials, ", ".join(cal.classes), *cal.duration_range())
         QtCore.QTimer.singleShot(0, runner.start)
-        if not runner.finished:
-            loop.exec()
+        with SigintQuits(runner.abort):  # Ctrl-C in the terminal: stop early, keep the file
+            if not runner.finished:
+                loop.exec()
         if watchdog is not None:
             watchdog.stop()
         time.sleep(min(0.5, cal.rest[0]) if not runner.aborted else 0.0)  # the signal after the last marker

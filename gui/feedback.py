@@ -29,7 +29,16 @@ import numpy as np
 
 from bci.errors import StreamError
 
-from .calibration import CUES, CalibrationConfig, CueRunner, MarkerOutlet, build_schedule, load_calibration, paint_cue
+from .calibration import (
+    CUES,
+    CalibrationConfig,
+    CueRunner,
+    MarkerOutlet,
+    SigintQuits,
+    build_schedule,
+    load_calibration,
+    paint_cue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -271,13 +280,12 @@ def run_feedback(source, classes=None, *, paradigm=None, seconds: float | None =
     returning a short text (e.g. the decoder's state) shown at the bottom.
     ``screenshot``: saved at the end.
     """
-    import signal
-
     from PySide6 import QtCore
 
     from .app import ensure_qapp
 
-    if isinstance(source, str):
+    created = isinstance(source, str)
+    if created:
         source = ProbabilityInlet(source)
     classes = list(classes or source.classes)
     app = ensure_qapp()
@@ -313,29 +321,19 @@ def run_feedback(source, classes=None, *, paradigm=None, seconds: float | None =
         stopper.setSingleShot(True)
         stopper.timeout.connect(loop.quit)
         stopper.start(int(seconds * 1000))
-    # Ctrl-C: Python only sees signals between Qt events, so wake up regularly
-    interrupted = [False]
-
-    def on_sigint(*_):
-        interrupted[0] = True
-        loop.quit()
-
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
-    waker = QtCore.QTimer()
-    waker.timeout.connect(lambda: None)
-    waker.start(200)
+    own_source = isinstance(source, ProbabilityInlet) and created
+    guard = SigintQuits(loop.quit)  # Ctrl-C in the terminal closes the view
     try:
         if show:
             view.show()
         if runner is not None:
             QtCore.QTimer.singleShot(0, runner.start)
-        loop.exec()
+        with guard:
+            loop.exec()
     finally:
-        for t in (timer, waker, stopper):
+        for t in (timer, stopper):
             if t is not None:
                 t.stop()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
         if runner is not None and not runner.finished:
             runner.abort()
         if outlet is not None:
@@ -345,11 +343,13 @@ def run_feedback(source, classes=None, *, paradigm=None, seconds: float | None =
     latest = source.latest()
     result = FeedbackResult(
         decisions_seen=latest[2] if latest else 0, frames=frames[0], trials_shown=runner.trials_done if runner else 0,
-        aborted=bool(runner.aborted) if runner else interrupted[0], last=latest[0] if latest else None, cursor=view.cursor,
+        aborted=bool(runner.aborted) if runner else guard.interrupted, last=latest[0] if latest else None, cursor=view.cursor,
     )  # fmt: skip
     view.aborted.disconnect(loop.quit)
     view.close()
     app.processEvents()
+    if own_source:
+        source.close()
     return result
 
 

@@ -522,3 +522,20 @@ def test_feedback_view_cursor_and_bars():
     with pytest.raises(Exception, match="3 classes got 2"):
         bars.set_probabilities([0.5, 0.5])
     bars.grab()
+
+
+def test_feedback_ctrl_c_closes_the_view():
+    """Ctrl-C in the terminal reaches Python while Qt's loop runs, and ends the session."""
+    import signal
+
+    from PySide6 import QtCore
+
+    from gui.app import ensure_qapp
+    from gui.feedback import DecisionQueue, run_feedback
+
+    ensure_qapp()
+    queue = DecisionQueue(["left_hand", "right_hand"])
+    QtCore.QTimer.singleShot(300, lambda: signal.raise_signal(signal.SIGINT))
+    t0 = time.monotonic()
+    result = run_feedback(queue, seconds=10)
+    assert result.aborted and time.monotonic() - t0 < 5 and result.decisions_seen == 0 and result.frames > 0
