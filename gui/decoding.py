@@ -56,9 +56,16 @@ class DetectorThread:
         classes = [str(c) for c in model.classes]
         self.column = classes.index("seizure") if "seizure" in classes else len(classes) - 1
         self.positive = classes[self.column]
+        from realtime.inlet import Inlet
+
         if config is None:
             config = DecoderConfig.load(lost_after_s=feed.lost_after_s)
-        self.decoder = Decoder(model, source=feed.name, config=config, on_decision=self._on_decision)
+        elif isinstance(config, dict):
+            config = DecoderConfig.from_dict(config)
+        # its own inlet on the feed's stream (same name and source id): LSL serves both
+        inlet = Inlet(feed.name, source_id=feed.source_id, timeout=config.resolve_timeout_s, buffer_s=config.buffer_s,
+                      assume_unit=config.assume_unit)  # fmt: skip
+        self.decoder = Decoder(model, source=inlet, config=config, on_decision=self._on_decision)
         self._weights = None  # decided at start: does the model give channel weights?
         self.error: str | None = None
         self._error_logged = False

@@ -195,6 +195,7 @@ class DisplayProcessor:
         self.names: list[str] = []
         self.ring: SampleRing | None = None
         self._baseline: np.ndarray | None = None
+        self.version = 0  # bumped whenever held samples are replaced (settings change, reset)
         self._configure()
 
     def _configure(self) -> None:
@@ -216,9 +217,14 @@ class DisplayProcessor:
         new.preprocessor(self.sfreq)  # validate before touching anything
         self.settings = new
         self._configure()
-        self.ring.reset(raw_start)
+        self.reset(raw_start)
         if raw.shape[1]:
             self.push(raw)
+
+    def reset(self, start: int) -> None:
+        """Forget the held samples; the next pushed sample has global index ``start``."""
+        self.ring.reset(start)
+        self.version += 1
 
     def push(self, chunk: np.ndarray) -> None:
         """Process one raw chunk ``(n_channels, n)`` in volts and append it."""
@@ -269,6 +275,61 @@ def minmax_decimate(data: np.ndarray, start: int, k: int) -> tuple[np.ndarray, n
         b = start + head + body_n
         idx.append(np.array([b, b], dtype=np.float64))
     return np.concatenate(idx), np.concatenate(parts, axis=1)
+
+
+class Decimator:
+    """:func:`minmax_decimate` of a :class:`DisplayProcessor`'s pages, with full bins cached.
+
+    Bins are aligned on absolute sample indices, so a complete bin's (min, max) never
+    changes while the settings stay the same: a scrolling page only decimates the few
+    bins that arrived since the last frame (and its two partial edge bins).
+    """
+
+    def __init__(self):
+        self.key = None
+        self.lo = self.hi = 0  # cached complete bins [lo, hi)
+
+    def page(self, processor: "DisplayProcessor", rows: list[int], i0: int, i1: int, k: int):
+        """``(idx, out)`` as :func:`minmax_decimate` of rows ``rows`` over ``[i0, i1)``."""
+        if k <= 1:
+            return minmax_decimate(processor.read(i0, i1, rows), i0, k)
+        key = (k, processor.version, tuple(rows))
+        # complete bins inside the page whose samples have all arrived (later ones are not cached)
+        b0, b1 = -(-i0 // k), min(i1, processor.ring.end) // k
+        if b1 <= b0:
+            return minmax_decimate(processor.read(i0, i1, rows), i0, k)
+        n_bins = b1 - b0
+        if key != self.key or b0 < self.lo or b0 > self.hi or n_bins > self.mins.shape[1]:
+            cap = max(2 * n_bins, 64)
+            self.mins = np.empty((len(rows), cap), np.float32)
+            self.maxs = np.empty((len(rows), cap), np.float32)
+            self.key, self.lo, self.hi = key, b0, b0
+        if b1 > self.hi:
+            start = max(self.hi, b0)
+            seg = processor.read(start * k, b1 * k, rows).reshape(len(rows), b1 - start, k)
+            cap = self.mins.shape[1]
+            pos = np.arange(start, b1) % cap
+            self.mins[:, pos] = seg.min(axis=2)
+            self.maxs[:, pos] = seg.max(axis=2)
+            self.hi = b1
+            self.lo = max(self.lo, self.hi - cap)
+        cap = self.mins.shape[1]
+        pos = np.arange(b0, b1) % cap
+        body = np.empty((len(rows), n_bins, 2), np.float32)
+        body[:, :, 0] = self.mins[:, pos]
+        body[:, :, 1] = self.maxs[:, pos]
+        parts, idx = [], []
+        if i0 < b0 * k:
+            seg = processor.read(i0, b0 * k, rows)
+            parts.append(np.stack([seg.min(1), seg.max(1)], axis=1))
+            idx.append(np.array([i0, i0], dtype=np.float64))
+        parts.append(body.reshape(len(rows), -1))
+        idx.append(np.repeat(k * np.arange(b0, b1, dtype=np.float64), 2))
+        if i1 > b1 * k:
+            seg = processor.read(b1 * k, i1, rows)
+            parts.append(np.stack([seg.min(1), seg.max(1)], axis=1))
+            idx.append(np.array([b1 * k, b1 * k], dtype=np.float64))
+        return np.concatenate(idx), np.concatenate(parts, axis=1)
 
 
 def page_arrays(

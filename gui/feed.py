@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pylsl
@@ -72,6 +74,7 @@ class LslFeed:
         self.want_markers = markers
         self.replay_loop = replay_loop
         self.replay = None
+        self.source_id = None  # set for replays (unique); None resolves a live source by name
         self.inlet = None
         self.state = "closed"
         self.name = name or ""
@@ -94,11 +97,17 @@ class LslFeed:
         if self.replay_source is not None:
             from realtime.replay import Replay
 
-            self.replay = Replay(self.replay_source, self.requested_name, speed=self.speed, loop=self.replay_loop,
-                                 markers=self.want_markers, wait_for_consumer=self.timeout)
+            name = self.requested_name
+            path = getattr(self.replay_source, "provenance", {}).get("path")
+            if name is None and path:  # a Recording: name the stream after its file
+                name = Path(path).name if Path(path).is_dir() else Path(path).stem
+            # a source id of our own: another replay of the same file elsewhere is not ours
+            self.source_id = f"bci-dashboard-{os.getpid()}-{id(self):x}"
+            self.replay = Replay(self.replay_source, name, speed=self.speed, loop=self.replay_loop, markers=self.want_markers,
+                                 wait_for_consumer=self.timeout, source_id=self.source_id)  # fmt: skip
             self.replay.start(timeout=self.timeout)
             self.name = self.replay.name
-        self.inlet = Inlet(self.name or None, timeout=self.timeout, buffer_s=self.buffer_s)
+        self.inlet = Inlet(self.name or None, source_id=self.source_id, timeout=self.timeout, buffer_s=self.buffer_s)
         try:
             self.inlet.open()
         except BaseException:
@@ -118,7 +127,10 @@ class LslFeed:
     def _open_markers(self) -> None:
         if not self.want_markers:
             return
-        found = pylsl.resolve_bypred(f"name='{self.name}-markers' and type='Markers'", minimum=1, timeout=0.5 if self.replay is None else 2.0)
+        pred = f"name='{self.name}-markers' and type='Markers'"
+        if self.source_id:
+            pred += f" and source_id='{self.source_id}-markers'"
+        found = pylsl.resolve_bypred(pred, minimum=1, timeout=0.5 if self.replay is None else 2.0)
         if found:
             self._marker_inlet = pylsl.StreamInlet(found[0], recover=True)
             self._marker_inlet.open_stream(timeout=self.timeout)

@@ -116,8 +116,8 @@ class TrendPlot(QtWidgets.QWidget):
         t = np.asarray(self.t)
         self.raw_curve.setData(t, np.asarray(self.p))
         self.smooth_curve.setData(t, np.asarray(self.s))
-        hi = max(now_s, self.span_s if not len(t) else now_s)
-        self.plot.setXRange(max(0.0, hi - self.span_s), max(hi, 1.0), padding=0)
+        # a fixed-width window ending now (the first span fills from the left)
+        self.plot.setXRange(max(0.0, now_s - self.span_s), max(now_s, self.span_s), padding=0)
 
 
 class SpectralArray(QtWidgets.QWidget):

@@ -28,7 +28,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from .alarms import format_clock
-from .display import DisplayProcessor, DisplaySettings, channel_groups, minmax_decimate, page_arrays
+from .display import Decimator, DisplayProcessor, DisplaySettings, channel_groups, page_arrays
 
 #: Sensitivities offered (uV/mm), as on clinical systems.
 SENSITIVITIES = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000)
@@ -95,6 +95,9 @@ class TraceView(QtWidgets.QWidget):
         self.frames = 0
         self._dirty = True
         self._last_key = None
+        self._decimator = Decimator()
+        self._scale_key = None
+        self._groups_key = None
         self._build()
         self._relayout()
 
@@ -115,7 +118,8 @@ class TraceView(QtWidgets.QWidget):
         item.getAxis("left").setStyle(tickLength=0)
         self.vb = item.getViewBox()
         self.vb.setDefaultPadding(0)
-        self.curve = pg.PlotDataItem(connect="finite", pen=pg.mkPen("#101010", width=1), antialias=False)
+        # one curve for the whole page; decimated here, so pyqtgraph's own processing is off
+        self.curve = pg.PlotCurveItem(connect="finite", pen=pg.mkPen("#101010", width=1), antialias=False, skipFiniteCheck=False)
         self.curve.setZValue(10)
         self.plot.addItem(self.curve)
         self.scalebar = pg.PlotDataItem(pen=pg.mkPen("#000", width=2), connect="finite")
@@ -159,8 +163,15 @@ class TraceView(QtWidgets.QWidget):
         dpi = screen.physicalDotsPerInch() if screen is not None else 96.0
         return (dpi if dpi and dpi > 20 else 96.0) / 25.4
 
+    def groups(self) -> dict[str, list[int]]:
+        key = (tuple(self.processor.names), self.processor.settings.montage)
+        if self._groups_key != key:
+            self._groups = channel_groups(self.processor.names, self.processor.settings.montage)
+            self._groups_key = key
+        return self._groups
+
     def _rows(self) -> list[int]:
-        groups = channel_groups(self.processor.names, self.processor.settings.montage)
+        groups = self.groups()
         rows = groups.get(self.group, groups["All"])
         return rows[self.first_row : self.first_row + self.channels_per_screen]
 
@@ -168,7 +179,7 @@ class TraceView(QtWidgets.QWidget):
         return [self.processor.names[i] for i in self._rows()]
 
     def _relayout(self) -> None:
-        groups = channel_groups(self.processor.names, self.processor.settings.montage)
+        groups = self.groups()
         if self.group not in groups:
             self.group = "All"
         n = len(groups[self.group])
@@ -309,8 +320,10 @@ class TraceView(QtWidgets.QWidget):
         offsets = -(np.arange(n) + 0.5) * spacing
         i0, i1 = int(round(t0 * self.sfreq)), int(round(t1 * self.sfreq))
         k = max(1, int(math.ceil((i1 - i0) / vb_w)))
-        data = self.processor.read(i0, i1, rows) if rows else np.zeros((0, 0), np.float32)
-        idx, dec = minmax_decimate(data, i0, k)
+        if rows:
+            idx, dec = self._decimator.page(self.processor, rows, i0, i1, k)
+        else:
+            idx, dec = np.zeros(0), np.zeros((0, 0), np.float32)
         gain = (-1.0 if self.negative_up else 1.0) / self.sensitivity
         x, y = page_arrays(dec, idx, self.sfreq, offsets, gain)
         self.curve.setData(x, y)
@@ -335,7 +348,9 @@ class TraceView(QtWidgets.QWidget):
         x = np.array([xr - 1.0, xr, xr])
         y = np.array([yb, yb, yb + length])
         self.scalebar.setData(x, y)
-        self.scale_text.setText(f"{uv:g} µV\n1 s")
+        if self._scale_key != uv:
+            self.scale_text.setText(f"{uv:g} µV\n1 s")
+            self._scale_key = uv
         self.scale_text.setPos(xr - 0.05, yb + length)
 
     def _draw_marks(self, t0: float, t1: float) -> None:

@@ -420,7 +420,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         if n > self._read_index:
             start, raw = self.feed.read(self._read_index, n)
             if start > self._read_index:  # fell behind the raw buffer: restart the display there
-                self.traces.processor.ring.reset(start)
+                self.traces.processor.reset(start)
             self._read_index = start + raw.shape[1]
             self.traces.push(raw[self._rows_in])
         decisions, alarms = self.monitor.take()
