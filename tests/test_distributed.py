@@ -325,3 +325,24 @@ def test_torchrun_fsdp_steps_equal_ddp(tmp_path, data_dir, windows_and_model):
     _assert_same_params(out / "model.pt", expected_states[steps])  # full, unsharded weights
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["strategy"] == "fsdp" and ckpt["world_size"] == 2 and len(ckpt["rng_ranks"]) == 2
+
+
+# ------------------------------------------------------------- bci pretrain input
+def test_pretrain_bad_config_is_a_one_line_error(tmp_path, data_dir, capsys):
+    from bci.cli import main
+
+    def run(**changes):
+        cfg = yaml.safe_load(_pretrain_config(tmp_path / "c.yaml", data_dir, steps=1).read_text())
+        cfg["pretrain"].update(changes)
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+        code = main(["pretrain", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
+        return err
+
+    assert "pretrain.strategy: expected one of ddp, fsdp, found 'zero'" in run(strategy="zero")
+    assert "pretrain.window_segments: expected an integer >= 2" in run(window_segments=1)
+    assert "pretrain.bogus: unknown key" in run(bogus=1)
+    # a Bonn segment (23.6 s) is shorter than one 30 s window
+    assert "shorter than one pretraining window" in run(window_segments=30)
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
