@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="live decoding; publishes results on LSL")
     p.add_argument("--model", required=True, metavar="MODEL_DIR")
     p.add_argument("--source", metavar="NAME")
-    p.add_argument("--feedback", action="store_true", help="open the feedback view")
+    p.add_argument("--feedback", action="store_true", help="open the feedback view (cursor / bars of the class probabilities)")
+    p.add_argument("--paradigm", metavar="CONFIG", help="with --feedback: run a calibration config's cues above the cursor (markers on LSL)")
     p.set_defaults(func=_not_yet("stream"))
 
     p = sub.add_parser("dashboard", help="clinician-facing seizure monitoring dashboard")

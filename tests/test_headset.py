@@ -469,9 +469,10 @@ def test_calibrate_bad_input(tmp_path, capsys):
 # ----------------------------------------------------------------- feedback
 @pytest.mark.slow
 def test_feedback_view_follows_the_decoder_with_a_paradigm(recorded, recorded_model, tmp_path):
-    """The live decoder (realtime.Decoder on a replay of the recording) drives the cursor,
-    through its callback and through its bci-out outlet; a feedback paradigm shows cues."""
-    from gui.feedback import DecisionQueue, ProbabilityInlet, run_feedback
+    """The live decoder (realtime.Decoder on a replay of the recording) drives the cursor
+    through its callback; its bci-out outlet carries the same probabilities; a feedback
+    paradigm shows its cues and ends the session."""
+    from gui.feedback import ProbabilityInlet, stream_feedback
     from realtime.decoder import Decoder
     from realtime.replay import Replay
 
@@ -480,26 +481,43 @@ def test_feedback_view_follows_the_decoder_with_a_paradigm(recorded, recorded_mo
     paradigm = _calibration_yaml(tmp_path, trials_per_class=1, cue=0.4, rest=[0.1, 0.1])
     with Replay(out, name, speed=2.0, markers=False):
         decoder = Decoder(recorded_model, name, {"outlet_name": outlet, "marker_name": outlet + "-markers", "hop_s": 0.25})
-        queue = DecisionQueue(decoder.model.classes)
-        decoder.callbacks.append(queue)
         decoder.start()
         try:
             inlet = ProbabilityInlet(outlet, timeout=5)
-            assert inlet.classes == ["left_hand", "right_hand"]
             first = time.monotonic()
-            result = run_feedback(inlet, paradigm=paradigm, screenshot=tmp_path / "fb.png", seconds=20)
+            result = stream_feedback(decoder, paradigm=paradigm, seconds=20)
             took = time.monotonic() - first
+            published = inlet.latest()
         finally:
             decoder.stop()
     assert not result.aborted and result.trials_shown == 2 and took < 10
-    assert result.decisions_seen > 0 and queue.count >= result.decisions_seen
-    # the bci-out stream carries the decoder's smoothed probabilities, in class order
-    last = queue.latest()[0]
+    assert result.decisions_seen > 0 and not decoder.callbacks  # the view's callback is removed afterwards
     assert result.last.shape == (2,) and abs(result.last.sum() - 1) < 1e-6
     assert any(np.allclose(result.last, d.smoothed) for d in decoder.recent)
     assert -1 <= result.cursor <= 1
-    assert (tmp_path / "fb.png").stat().st_size > 1000
-    assert last.shape == (2,)
+    # bci-out: one channel per class (labels), the decoder's smoothed probabilities
+    assert inlet.classes == ["left_hand", "right_hand"]
+    assert published is not None and any(np.allclose(published[0], d.smoothed) for d in decoder.recent)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_bci_stream_feedback_command(recorded, recorded_model, tmp_path, capsys):
+    """``bci stream --feedback --paradigm CONFIG`` (offscreen): cues run, decisions flow,
+    the session ends with the paradigm and the decoder stops cleanly."""
+    pytest.importorskip("realtime.commands")
+    from bci.cli import main
+    from realtime.replay import Replay
+
+    out, _ = recorded
+    name = _name("cli-fb")
+    paradigm = _calibration_yaml(tmp_path, trials_per_class=1, cue=0.5, rest=[0.1, 0.1])
+    with Replay(out, name, speed=2.0, markers=False):
+        code = main(["stream", "--model", str(recorded_model), "--source", name, "--feedback", "--paradigm", str(paradigm)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "stopped:" in text and "stream losses 0" in text
+    assert int(text.split("stopped: ")[1].split(" decisions")[0]) > 0
 
 
 def test_feedback_view_cursor_and_bars():
