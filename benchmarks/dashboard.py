@@ -133,7 +133,7 @@ def _run_view(kind: str, feed, seconds: float, warmup: float) -> dict:
     if kind == "naive":
         view = NaiveView(feed)
         widget, viewport, refresh = view.widget, view.widget.viewport(), view.refresh
-        version = lambda: view.frames  # noqa: E731
+        version = lambda: view.frames
         widget.resize(*SIZE)
     elif kind == "traces":
         from gui.display import data_channels
@@ -143,7 +143,7 @@ def _run_view(kind: str, feed, seconds: float, warmup: float) -> dict:
         view = TraceView(feed.sfreq, channels, 60.0, {"channels_per_screen": len(channels), "montage": "referential",
                                                        "highpass": 0.5, "lowpass": 70.0, "notch": 50.0})  # fmt: skip
         widget, viewport = view, view.plot.viewport()
-        version = lambda: view.frames  # noqa: E731
+        version = lambda: view.frames
         widget.resize(*SIZE)
         state = {"i": feed.first_index}
 
@@ -168,7 +168,7 @@ def _run_view(kind: str, feed, seconds: float, warmup: float) -> dict:
         view = DashboardWindow(feed, log, monitor, cfg)
         view.timer.stop()
         widget, viewport = view, view.traces.plot.viewport()
-        version = lambda: view.traces.frames  # noqa: E731
+        version = lambda: view.traces.frames
 
         def refresh():
             view.tick()

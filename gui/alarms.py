@@ -50,7 +50,7 @@ class Alarm:
     note: str = ""
 
     @classmethod
-    def from_event(cls, event) -> "Alarm":
+    def from_event(cls, event) -> Alarm:
         d = event.details
         return cls(
             id=event.id,

@@ -20,11 +20,12 @@ import copy
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 from bci.config import Config, load_config
-from bci.errors import BCIError, ConfigError
+from bci.errors import BCIError, ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Session:
     """Everything one dashboard run owns: event log, feed, detector, window."""
 
     def __init__(self, *, source: str | None = None, replay=None, model_dir=None, config: dict | None = None,
-                 events: str | Path | None = None, speed: float | None = None, timeout: float = 10.0, decoder_factory=None):
+                 events: str | Path | None = None, speed: float | None = None, timeout: float = 10.0):
         from .alarms import AlarmDetector, AlarmMonitor
         from .eventlog import EventLog
         from .feed import LslFeed
@@ -141,6 +142,8 @@ class Session:
         self.cfg = cfg = copy.deepcopy(config) if config is not None else load_dashboard_config()
         self.event_log = EventLog(events or cfg["event_log"])
         self.feed = self.decoder = self.window = None
+        self._lock = threading.Lock()
+        self._pending: list = []
         try:
             what = f"replay of {Path(str(replay)).name}" if replay is not None and not hasattr(replay, "data") else (
                 "replay" if replay is not None else f"source {source or '(first EEG stream)'}")  # fmt: skip
@@ -148,32 +151,35 @@ class Session:
             a = cfg["alarm"]
             detector = AlarmDetector(a["threshold"], a["duration_s"], a["smoothing_s"], a["top_channels"])
             self.monitor = AlarmMonitor(detector, self.event_log)
-            self._pending: list = []
+            # the model first (slow imports), so that the detector joins the stream right after the traces
+            model = _load_model(model_dir) if model_dir is not None else None
             self.feed = LslFeed(source, replay=replay, speed=speed or cfg["replay_speed"], buffer_s=cfg["buffer_s"],
                                 lost_after_s=cfg["lost_after_s"], timeout=timeout, on_event=self._on_stream_event)  # fmt: skip
             self.feed.start()
-            if model_dir is not None:
-                factory = decoder_factory or _default_decoder
-                self.decoder = factory(model_dir, self.feed, self.monitor, self.event_log)
+            if model is not None:
+                from .decoding import DetectorThread
+
+                self.decoder = DetectorThread(model, self.feed, self.monitor, self.event_log).start()
             from .window import DashboardWindow
 
             ensure_qapp()
-            self.window = DashboardWindow(self.feed, self.event_log, self.monitor, cfg, decoder=self.decoder)
-            for args in self._pending:
-                self.window._events_q.put(args[0])
-            self._pending = []
-            if self.decoder is not None:
-                self.decoder.start()
+            window = DashboardWindow(self.feed, self.event_log, self.monitor, cfg, decoder=self.decoder)
+            with self._lock:
+                self.window = window
+                for kind in self._pending:
+                    window._events_q.put(kind)
+                self._pending = []
         except BaseException:
             self.close()
             raise
 
     def _on_stream_event(self, kind: str, t_s: float, message: str) -> None:
-        if self.window is not None:
-            self.window.on_stream_event(kind, t_s, message)
-        else:
-            self.event_log.log(kind, message, stream_time_s=t_s)
-            self._pending.append((kind, t_s, message))
+        with self._lock:
+            if self.window is not None:
+                self.window.on_stream_event(kind, t_s, message)
+            else:
+                self.event_log.log(kind, message, stream_time_s=t_s)
+                self._pending.append(kind)
 
     def run_for(self, seconds: float, screenshot: str | Path | None = None) -> Path | None:
         """Show the window, run the event loop for ``seconds``, optionally save a screenshot."""
@@ -208,10 +214,16 @@ class Session:
             self.event_log.close()
 
 
-def _default_decoder(model_dir, feed, monitor, event_log):
-    from .decoding import DetectorThread
+def _load_model(model_dir):
+    """A saved model (``bci train`` output); any unreadable folder is a ModelError."""
+    from bci.model import TrainedModel
 
-    return DetectorThread.from_model_dir(model_dir, feed, monitor, event_log)
+    try:
+        return TrainedModel.load(model_dir)
+    except BCIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt folder must be one line, not a traceback
+        raise ModelError(f"{model_dir}: cannot load the model ({type(exc).__name__}: {exc})") from None
 
 
 def main(args) -> int:
@@ -236,8 +248,12 @@ def main(args) -> int:
             if out is not None:
                 print(f"wrote {out} after {time.monotonic() - t0:.1f} s")
         else:
+            import signal
+
+            app = ensure_qapp()
+            signal.signal(signal.SIGINT, lambda *_: app.quit())  # Ctrl-C in the terminal closes cleanly
             session.window.show()
-            ensure_qapp().exec()
+            app.exec()
     finally:
         session.close()
     return 0

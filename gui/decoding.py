@@ -24,11 +24,35 @@ import threading
 
 import numpy as np
 
-from bci.errors import BCIError, ModelError, StreamError
+from bci.errors import StreamError
 
 from .alarms import AlarmMonitor, Decision
 
 log = logging.getLogger(__name__)
+
+
+def channel_contributions(model, windows) -> np.ndarray | None:
+    """Per-channel contribution ``(n, C)`` of a model's decision on preprocessed windows.
+
+    Channel attention (:meth:`bci.model.TrainedModel.channel_weights`) when the network
+    has one; for per-channel detectors (:class:`pipelines.seizure.PerChannel`, trained on
+    single channels) each channel's own seizure probability; otherwise None.
+    """
+    w = model.channel_weights(windows)
+    if w is not None:
+        return np.asarray(w, float)
+    est = model.estimator
+    steps = getattr(est, "steps", None)
+    final = steps[-1][1] if steps else est
+    if not hasattr(final, "channel_proba"):
+        return None
+    X = np.asarray(windows, float)
+    if model.alignment is not None:
+        X = np.einsum("ij,njt->nit", model.alignment, X)
+    for _, step in (steps or [])[:-1]:
+        if step != "passthrough":
+            X = step.transform(X)
+    return np.asarray(final.channel_proba(X), float)
 
 
 class DetectorThread:
@@ -71,25 +95,13 @@ class DetectorThread:
         self._error_logged = False
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_model_dir(cls, model_dir, feed, monitor, event_log, config=None) -> "DetectorThread":
-        from bci.model import TrainedModel
-
-        try:
-            model = TrainedModel.load(model_dir)
-        except BCIError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any unreadable model folder is a ModelError
-            raise ModelError(f"{model_dir}: cannot load the model ({type(exc).__name__}: {exc})") from None
-        return cls(model, feed, monitor, event_log, config)
-
-    def start(self) -> "DetectorThread":
+    def start(self) -> DetectorThread:
         """Check the stream against the model, log ``model_loaded`` and start decoding."""
         m = self.model
         try:
             probe = np.zeros((1, len(m.channels), m.n_times))
             probe[0, :, ::2] = 1e-6  # a non-degenerate window
-            self._weights = m.channel_weights(probe) is not None
+            self._weights = channel_contributions(m, probe) is not None
         except Exception as exc:  # noqa: BLE001 - contributions are optional
             log.info("model %s: no channel weights (%s)", m.name, exc)
             self._weights = False
@@ -111,11 +123,11 @@ class DetectorThread:
             weights = None
             if self._weights:
                 window = self.decoder.proc.window(d.index, self.model.n_times)
-                w = self.model.channel_weights(window[None])
+                w = channel_contributions(self.model, window[None])
                 if w is not None:
                     weights = dict(zip(self.model.channels, np.asarray(w[0], float).tolist()))
             self.monitor.process(Decision(t_s, float(d.proba[self.column]), weights, d.latency_s * 1e3))
-        except Exception as exc:  # noqa: BLE001 - reported, decoding goes on
+        except Exception as exc:
             with self._lock:
                 if self.error is None:
                     log.exception("dashboard could not use a decision")

@@ -289,7 +289,7 @@ class Decimator:
         self.key = None
         self.lo = self.hi = 0  # cached complete bins [lo, hi)
 
-    def page(self, processor: "DisplayProcessor", rows: list[int], i0: int, i1: int, k: int):
+    def page(self, processor: DisplayProcessor, rows: list[int], i0: int, i1: int, k: int):
         """``(idx, out)`` as :func:`minmax_decimate` of rows ``rows`` over ``[i0, i1)``."""
         if k <= 1:
             return minmax_decimate(processor.read(i0, i1, rows), i0, k)

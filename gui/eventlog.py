@@ -196,7 +196,7 @@ class EventLog:
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> "EventLog":
+    def __enter__(self) -> EventLog:
         return self
 
     def __exit__(self, *exc) -> None:

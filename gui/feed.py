@@ -91,7 +91,7 @@ class LslFeed:
         self.error: BaseException | None = None
 
     # ------------------------------------------------------------------ life cycle
-    def start(self) -> "LslFeed":
+    def start(self) -> LslFeed:
         from realtime.inlet import Inlet
 
         if self.replay_source is not None:
@@ -164,7 +164,7 @@ class LslFeed:
         if self.on_event is not None:
             try:
                 self.on_event(kind, self.n_samples / self.sfreq, message)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop acquisition
+            except Exception:
                 log.exception("event listener failed on %s", kind)
 
     def _run(self) -> None:
@@ -196,7 +196,7 @@ class LslFeed:
                 if self.state != "lost":
                     self.state = "lost"
                     self._emit("stream_lost", str(exc))
-            except Exception as exc:  # noqa: BLE001 - reported in the status bar, thread keeps going
+            except Exception as exc:
                 if self.error is None:
                     log.exception("acquisition failed")
                 self.error = exc

@@ -247,14 +247,18 @@ class ContributionView(QtWidgets.QWidget):
         self.head.setMouseEnabled(False, False)
         self.head.hideButtons()
         self.head.setAspectLocked(True)
+        self.head.setRange(xRange=(-1.22, 1.22), yRange=(-1.12, 1.25), padding=0)
+        self.head.getPlotItem().getViewBox().setMouseEnabled(False, False)
         self.head.hideAxis("left")
         self.head.hideAxis("bottom")
         theta = np.linspace(0, 2 * np.pi, 100)
         self.head.plot(np.cos(theta), np.sin(theta), pen=pg.mkPen("#555", width=1.5))
         self.head.plot([-0.12, 0, 0.12], [0.99, 1.12, 0.99], pen=pg.mkPen("#555", width=1.5))
-        self.scatter = pg.ScatterPlotItem(size=16, pen=pg.mkPen("#333"))
+        self.scatter = pg.ScatterPlotItem(size=24, pen=pg.mkPen("#555"))
         self.head.addItem(self.scatter)
-        self._cmap = pg.colormap.get("inferno")
+        # white (no contribution) to dark red (all of it), as on a clinical head map
+        self._cmap = pg.ColorMap([0.0, 0.5, 1.0], [(255, 255, 255), (244, 140, 40), (170, 0, 0)])
+        self._labels: list[pg.TextItem] = []
         lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.head, 2)
@@ -300,6 +304,21 @@ class ContributionView(QtWidgets.QWidget):
             norm = (v - v.min()) / (np.ptp(v) or 1.0)
             brushes = [pg.mkBrush(self._cmap.map(float(x), mode="qcolor")) for x in norm]
             self.scatter.setData(pos=pts, brush=brushes)
+            labelled = [n for n in names if _position(n, self.channels) is not None]
+            while len(self._labels) < len(labelled):
+                item = pg.TextItem("", color="#111", anchor=(0.5, 0.5))
+                font = item.textItem.font()
+                font.setPointSizeF(6.5)
+                item.setFont(font)
+                self.head.addItem(item)
+                self._labels.append(item)
+            for item, name, p, x in zip(self._labels, labelled, pts, norm):
+                item.setText(name)
+                item.setColor("#fff" if x > 0.6 else "#111")  # readable on dark red
+                item.setPos(float(p[0]), float(p[1]))
+                item.show()
+            for item in self._labels[len(labelled) :]:
+                item.hide()
             self.head.setVisible(True)
         else:
             self.scatter.setData([])

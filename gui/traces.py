@@ -28,7 +28,13 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from .alarms import format_clock
-from .display import Decimator, DisplayProcessor, DisplaySettings, channel_groups, page_arrays
+from .display import (
+    Decimator,
+    DisplayProcessor,
+    DisplaySettings,
+    channel_groups,
+    page_arrays,
+)
 
 #: Sensitivities offered (uV/mm), as on clinical systems.
 SENSITIVITIES = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000)

@@ -220,7 +220,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         for v in items:
             box.addItem(fmt(v), v)
         i = box.findData(current)
-        box.setCurrentIndex(i if i >= 0 else 0)
+        box.setCurrentIndex(max(i, 0))
         box.currentIndexChanged.connect(lambda _i, b=box: slot(b.currentData()))
         return box
 
@@ -398,7 +398,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
                 self._note_marks.append((e.stream_time_s, e.message[:40], "note"))
             if e.kind == "alarm":
                 a = Alarm.from_event(e)
-                self._alarm_marks.append((a.onset_s, "Seizure onset (alarm #%d)" % a.id, "alarm"))
+                self._alarm_marks.append((a.onset_s, f"Seizure onset (alarm #{a.id})", "alarm"))
                 self.trend.add_episode(a.onset_s, a.raised_s)
             self._last_event_id = e.id
         while table.rowCount() > 500:
@@ -491,7 +491,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         if self.decoder is not None:
             try:
                 self.decoder.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("stopping the detector failed")
         self.feed.stop()
 

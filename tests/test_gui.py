@@ -160,7 +160,13 @@ def test_alarm_rule_needs_smoothed_probability_above_threshold_for_duration(tmp_
 # ---------------------------------------------------------------- display pipeline
 def test_montages_and_filters_match_bci_preprocess_on_malow(malow):
     from bci.preprocess import Preprocessor, reference_matrix
-    from gui.display import DisplayProcessor, DisplaySettings, available_montages, channel_groups, data_channels
+    from gui.display import (
+        DisplayProcessor,
+        DisplaySettings,
+        available_montages,
+        channel_groups,
+        data_channels,
+    )
 
     ch = data_channels(malow.channels)
     assert available_montages(ch) == ["referential", "average", "double_banana"]
@@ -208,8 +214,13 @@ def test_montages_and_filters_match_bci_preprocess_on_malow(malow):
 
 
 def test_minmax_decimation_and_cache_match_brute_force():
-    from gui.display import Decimator, DisplayProcessor, DisplaySettings, minmax_decimate
     from bci.channels import ChannelSet
+    from gui.display import (
+        Decimator,
+        DisplayProcessor,
+        DisplaySettings,
+        minmax_decimate,
+    )
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 1000)).astype(np.float32)
@@ -347,13 +358,76 @@ def test_dashboard_replays_malow_raises_logs_and_acknowledges_alarm(qapp, malow,
     log.close()
 
 
-def test_signal_lost_is_shown_logged_and_recovers(qapp, malow, tmp_path):
-    from realtime.replay import Replay
+@pytest.fixture(scope="module")
+def seizure_model_dir(tmp_path_factory, data_dir):
+    """The Bonn-trained band-power seizure detector (``bci train configs/train_seizure_bandpower_lr.yaml``)."""
+    from pathlib import Path
 
+    from bci.training import train
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "train_seizure_bandpower_lr.yaml"
+    out = tmp_path_factory.mktemp("seizure") / "bp_lr"
+    cwd = os.getcwd()
+    os.chdir(Path(__file__).resolve().parents[1])  # the config names ../shared/data relative to the project
+    try:
+        train(cfg, out, progress=False)
+    finally:
+        os.chdir(cwd)
+    return out
+
+
+def test_live_detector_on_malow_and_a_failing_detector_never_freezes_traces(qapp, data_dir, seizure_model_dir, tmp_path):
+    from gui.app import Session
+    from gui.eventlog import EventLog
+
+    db = tmp_path / "events.sqlite"
+    cfg = _config()
+    session = Session(replay=data_dir / "seizure" / "malow", model_dir=seizure_model_dir, config=cfg, events=db, speed=20.0)
+    try:
+        w, dec = session.window, session.decoder
+        w.show()
+        # decisions flow from the decoder thread into the trend, with latency and per-channel contributions
+        assert pump(qapp, lambda: len(w.trend.t) >= 5 and w.contrib.weights, 30), "no decisions from the live detector"
+        assert np.all(np.diff(w.trend.t) > 0) and all(0 <= p <= 1 for p in w.trend.p)
+        assert sorted(w.contrib.weights) == sorted(dec.model.channels)  # the detector's per-channel probabilities
+        assert pump(qapp, lambda: "p50/p99" in w.status_labels["latency"].text(), 5)
+        assert "BP+LR" in w.status_labels["model"].text()
+        # a slow detector: the traces keep moving
+        model = dec.model
+        real = model.predict_proba
+
+        def slow(X):
+            time.sleep(1.0)
+            return real(X)
+
+        model.predict_proba = slow
+        frames, t = w.traces.frames, w.traces.latest_s
+        assert pump(qapp, lambda: w.traces.frames > frames + 10 and w.traces.latest_s > t + 10, 10)
+
+        # a crashing detector: reported and logged once, the traces keep moving
+        def broken(X):
+            raise RuntimeError("model exploded")
+
+        model.predict_proba = broken
+        assert pump(qapp, lambda: "detector error" in w.status_labels["latency"].text(), 15)
+        frames = w.traces.frames
+        assert pump(qapp, lambda: w.traces.frames > frames + 10, 10)
+    finally:
+        session.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith(("feed-", "replay-", "bci-decoder"))]
+    log = EventLog(db)
+    kinds = [e.kind for e in log.events()]
+    assert kinds.count("model_loaded") == 1 and kinds.count("model_error") == 1
+    assert "model exploded" in log.events("model_error")[0].message
+    log.close()
+
+
+def test_signal_lost_is_shown_logged_and_recovers(qapp, malow, tmp_path):
     from gui.alarms import AlarmDetector, AlarmMonitor
     from gui.eventlog import EventLog
     from gui.feed import LslFeed
     from gui.window import DashboardWindow
+    from realtime.replay import Replay
 
     log = EventLog(tmp_path / "e.sqlite")
     name = f"gui-loss-{os.getpid()}"
