@@ -122,6 +122,18 @@ def cmd_calibrate(args) -> int:
     return main(args)
 
 
+def cmd_replay(args) -> int:
+    from realtime.commands import replay
+
+    return replay(args)
+
+
+def cmd_stream(args) -> int:
+    from realtime.commands import stream
+
+    return stream(args)
+
+
 def cmd_bench(args, extra: list[str]) -> int:
     import importlib
 
@@ -180,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="stream name (default: the file name)")
     p.add_argument("--speed", type=float, default=1.0, help="playback speed factor")
     p.add_argument("--loop", action="store_true", help="start again at the end")
-    p.set_defaults(func=_not_yet("replay"))
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("record", help="save a live stream (+ markers) to an MNE-readable file")
     p.add_argument("--source", metavar="NAME", help="signal stream to record (required unless --recover)")
@@ -204,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="NAME")
     p.add_argument("--feedback", action="store_true", help="open the feedback view (cursor / bars of the class probabilities)")
     p.add_argument("--paradigm", metavar="CONFIG", help="with --feedback: run a calibration config's cues above the cursor (markers on LSL)")
-    p.set_defaults(func=_not_yet("stream"))
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("dashboard", help="clinician-facing seizure monitoring dashboard")
     src = p.add_mutually_exclusive_group()

@@ -220,6 +220,13 @@ class Decoder:
     # ----------------------------------------------------------------- set-up
     def open(self) -> "Decoder":
         """Resolve and check the stream, build the outlets; raises StreamError on a mismatch."""
+        try:
+            return self._open()
+        except BaseException:
+            self.inlet.close()  # a refused stream is not kept open
+            raise
+
+    def _open(self) -> "Decoder":
         m = self.model
         if self.inlet.inlet is None:
             self.inlet.open()
@@ -353,6 +360,8 @@ class Decoder:
             if stop == start:
                 break
             got += stop - start
+            if self.reason == "waiting for the first samples":
+                self.reason = ""
             if self.state == "lost":  # samples again after a stall
                 self._restore(f"samples again after {pylsl.local_clock() - self._lost_at:.2f} s without any", start)
             elif self.inlet.last_gap:
@@ -363,6 +372,9 @@ class Decoder:
                 break
         self.telemetry.update_rate(self.inlet.stats.samples)
         if not got and self.state != "lost" and pylsl.local_clock() - self.inlet.last_arrival > self.config.lost_after_s:
+            if not self.inlet.samples_since_connect:  # connected, nothing sent yet (source not started)
+                self.reason = "waiting for the first samples"
+                return made
             self.state, self.reason = "lost", f"no samples for {self.config.lost_after_s:g} s"
             self._lost_at = self.inlet.last_arrival
             self._marker(f"stream lost: {self.reason}", pylsl.local_clock())
@@ -602,18 +614,24 @@ class Decoder:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the loop, close the inlet and the outlets."""
+    def stop(self, timeout: float = 5.0, close: bool = True) -> None:
+        """Stop the loop; with ``close`` also close the inlet and the outlets.
+
+        ``close=False`` keeps ``bci-out`` and the markers up (a consumer can still drain
+        them); a later ``stop()`` closes them.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self.state not in ("idle",):
+        if self.state not in ("idle", "stopped"):
             self._marker("stopped", pylsl.local_clock())
         self.state = "stopped"
-        self.inlet.close()
-        self.outlet = self.marker_outlet = None
+        if close:
+            self.inlet.close()
+            self.outlet = self.marker_outlet = None
         if self.error is not None:
-            raise StreamError(f"the decoding loop failed: {self.error}") from self.error
+            error, self.error = self.error, None
+            raise StreamError(f"the decoding loop failed: {error}") from error
 
     def __enter__(self) -> "Decoder":
         return self.start()

@@ -259,6 +259,7 @@ class Inlet:
         self._dt = 1.0 / self.sfreq
         self.last_gap = 0.0
         self.last_arrival = pylsl.local_clock()
+        self.samples_since_connect = 0
         self._last_tc = pylsl.local_clock()
         log.info("opened %s", _describe(full))
 
@@ -329,6 +330,7 @@ class Inlet:
         buf.write(volts, ts, arrival)
         self.stats.samples += n
         self.stats.chunks += 1
+        self.samples_since_connect += n
         self.last_arrival = arrival
         return start, buf.n_written
 
@@ -397,12 +399,13 @@ class Inlet:
         self._last_ts = None
 
     def close(self) -> None:
+        """Unsubscribe and release the liblsl inlet (and any pending resolver)."""
         if self.inlet is not None:
             try:
                 self.inlet.close_stream()
             except Exception:  # noqa: BLE001
                 pass
-        self.inlet = None
+        self.inlet = None  # liblsl destroys it when released
         self._resolver = None
 
     def __enter__(self):

@@ -16,14 +16,13 @@ Bonn ``.txt``, a Malow folder) becomes a signal outlet that looks like an amplif
 - ``loop=True`` starts again at the end (timestamps keep increasing).
 
 :class:`Replay` runs in a background thread (``with Replay(path) as r: ...``) for tests and
-the dashboard; :func:`main` is the command line.
+the dashboard; :func:`realtime.commands.replay` is the command line.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -239,27 +238,3 @@ class Replay:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def main(args) -> int:
-    """``bci replay FILE [--name NAME] [--speed X] [--loop]``: play until the end or Ctrl-C."""
-    replay = Replay(args.file, args.name, speed=args.speed, loop=args.loop)
-    rec = replay.recording
-    print(
-        f"replaying {Path(args.file).name}: {len(rec.channels)} ch @ {rec.sfreq:g} Hz, {rec.duration:.1f} s"
-        f" at {replay.speed:g}x{' (looping)' if replay.loop else ''} as LSL stream {replay.name!r}"
-        f" (source_id {replay.source_id})"
-        + (f" + markers {replay.name + '-markers'!r} ({len(replay._marker_idx)} annotations)" if replay.with_markers else ""),
-        flush=True,
-    )
-    replay.start()
-    try:
-        while not replay.wait(0.5):
-            pass
-        time.sleep(1.0)  # let inlets drain the last chunk before the outlet closes
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
-    finally:
-        replay.stop()
-    print(f"pushed {replay.n_pushed} samples, {replay.n_markers} markers", flush=True)
-    return 0
