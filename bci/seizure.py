@@ -435,7 +435,7 @@ def recording_windows(recording, pre: Preprocessor, spec: WindowSpec, hop_s: flo
 RESULT_COLUMNS = [
     "dataset", "subject", "session", "pipeline", "score", "accuracy", "sensitivity", "specificity",
     "roc_auc", "kappa", "window_accuracy", "window_roc_auc", "time", "fit_time", "predict_time",
-    "samples", "n_test", "channels", "combine", "detected", "latency_s", "false_alarms", "fa_per_hour",
+    "samples", "n_test", "channels", "combine", "detected", "latency_s", "raw_latency_s", "false_alarms", "fa_per_hour",
     "preictal_s", "post_alarms", "n_alarms", "evaluation", "scoring", "seed", "params",
 ]  # fmt: skip
 EVAL_KEYS = {"tasks", "n_folds", "threshold", "events"}
@@ -543,7 +543,13 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
         malow_path = _malow_path(cfg, events)
         if not malow_path.exists():
             raise DataError(f"{malow_path}: no such recording (evaluation.params.events.recording or data.malow)")
-    (out / "config.json").write_text(json.dumps({**cfg, "seed": seed}, indent=2, default=str))
+    settings = {
+        name: {k: v for k, v in est.get_params(deep=True).items() if isinstance(v, (int, float, str, bool, type(None), list, tuple, dict))}
+        for name, est in pipelines.items()
+    }  # fmt: skip
+    config_text = json.dumps({**cfg, "seed": seed, "pipeline_settings": settings}, indent=2, default=str)
+    done, done_segments = _finished_cells(out, config_text)
+    (out / "config.json").write_text(config_text)
 
     rows, seg_rows = [], []
     common = {"evaluation": "seizure", "seed": seed}
@@ -554,6 +560,12 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
         folds = segment_folds(data, n_folds, seed)
         for name, pipeline in pipelines.items():
             for k, (train, test) in enumerate(folds):
+                key = (f"Bonn {data.task}", f"fold {k + 1}", name)
+                if key in done:  # same config, finished by an earlier run: reuse
+                    rows.append(done[key])
+                    seg_rows += done_segments.get((data.task, name, k + 1), [])
+                    bar.update(1)
+                    continue
                 bar.set_postfix_str(f"{task} {name} fold {k + 1}")
                 est, fit_time = _fit(pipeline, data.X[train], data.y[train], seed, spec.sfreq)
                 proba, predict_time = _predict(est, data.X[test])
@@ -582,7 +594,8 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
     bar.close()
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     title = cfg.get("name", Path(cfg.path).stem)
-    (out / "summary.md").write_text(summary_markdown(frame, title, cfg, pd.DataFrame(seg_rows), events, detector if events else None, spec, pre))
+    summary = summary_markdown(frame, title, cfg, pd.DataFrame(seg_rows), events, detector if events else None, spec, pre, traces)
+    (out / "summary.md").write_text(summary)
     return frame
 
 
@@ -614,6 +627,8 @@ def _events(cfg, events, detector, path, pipelines, pre, spec, bonn_root, seed, 
         for how, proba in variants.items():
             alarms = detector.alarms(times, proba)
             ev = event_metrics(alarms, onset, offset, recording.duration)
+            crossed = times[(times >= onset) & (proba >= detector.threshold)]
+            ev["raw_latency_s"] = float(crossed[0] - onset) if len(crossed) else float("nan")
             traces[(name, how)] = {"times": times, "proba": proba, "smooth": detector.smooth(times, proba), "alarms": alarms,
                                    "per_channel": per_channel if how == str(combine) else None,
                                    "channels": list(recording.channels.names)}  # fmt: skip
@@ -627,6 +642,22 @@ def _events(cfg, events, detector, path, pipelines, pre, spec, bonn_root, seed, 
             })  # fmt: skip
         bar.update(1)
     return rows
+
+
+def _finished_cells(out: Path, config_text: str) -> tuple[dict, dict]:
+    """Segment cells of an earlier run of the *same* config in ``out`` (resume), else nothing."""
+    import pandas as pd
+
+    paths = [out / "config.json", out / "results.csv", out / "segments.csv"]
+    if not all(p.is_file() for p in paths) or paths[0].read_text() != config_text:
+        return {}, {}
+    res = pd.read_csv(paths[1])
+    res = res[res.session == "segments"].astype(object).where(res.notna(), None)
+    done = {(r["dataset"], r["subject"], r["pipeline"]): r for r in res.to_dict("records")}
+    segments: dict = {}
+    for r in pd.read_csv(paths[2]).to_dict("records"):
+        segments.setdefault((r["task"], r["pipeline"], int(r["fold"])), []).append(r)
+    return done, segments
 
 
 def _write(out: Path, rows, seg_rows) -> None:
@@ -717,18 +748,43 @@ def event_table(frame, target_latency: float = 20.0, target_fa: int = 1) -> list
     ev = frame[frame.session == "events"]
     if ev.empty:
         return []
-    lines = ["| pipeline | channels | detected | latency s | false alarms before onset | FA / h | alarms after seizure | target met |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| pipeline | channels | detected | latency s | first crossing s | false alarms before onset | FA / h | alarms after seizure | target met |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for _, r in ev.iterrows():
         met = bool(r.detected) and r.latency_s <= target_latency and r.false_alarms <= target_fa
         lines.append(
             f"| {r.pipeline} | {r['combine']} | {'yes' if r.detected else 'no'} | {_fmt(r.latency_s, digits=1)} | "
+            f"{_fmt(r.raw_latency_s, digits=1)} | "
             f"{int(r.false_alarms)} in {r.preictal_s / 60:.1f} min | {r.fa_per_hour:.1f} | {int(r.post_alarms)} | {'yes' if met else 'no'} |"
         )
     return lines
 
 
-def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre) -> str:
+def detector_grid(traces: dict, events: dict, detector: EventDetector) -> list[str]:
+    """Post-hoc table: latency / false alarms of the main combination for other detector settings."""
+    combine = str(events.get("combine", "top3"))
+    names = [n for n, c in traces if c == combine]
+    if not names:
+        return []
+    settings = [(0.0, 0.0), (2.0, 2.0), (5.0, 0.0), (0.0, 5.0), (5.0, 5.0), (10.0, 5.0)]
+    onset, offset = float(events["onset_s"]), events.get("offset_s")
+    lines = ["", f"Detector settings (post hoc, same recording, channels {combine}, threshold {detector.threshold:g}): "
+             "latency s / false alarms before onset.", "",
+             "| pipeline | " + " | ".join(f"smooth {a:g} s, hold {b:g} s" for a, b in settings) + " |",
+             "|---" * (len(settings) + 1) + "|"]  # fmt: skip
+    for name in names:
+        t = traces[(name, combine)]
+        duration = float(t["times"][-1])
+        cells = []
+        for smooth, hold in settings:
+            det = EventDetector(smooth, detector.threshold, hold, detector.warmup_s)
+            m = event_metrics(det.alarms(t["times"], t["proba"]), onset, offset, duration)
+            cells.append(f"{_fmt(m['latency_s'], digits=0)} / {m['false_alarms']}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre, traces=None) -> str:
     from benchmarks.common import machine_description
 
     lines = [f"# {title}", "", f"Seed {cfg['seed']}; machine: {machine_description()}.", ""]
@@ -758,6 +814,10 @@ def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre) 
                   f"(documented, about 350 s); an alarm at or after onset detects the seizure, alarms before it are false. "
                   f"Target: latency <= {tl:g} s with <= {tf} false alarm before onset.", ""]  # fmt: skip
         lines += event_table(frame, tl, tf)
+        lines += ["", "'first crossing': first decision at or after onset whose combined (unsmoothed) probability reaches "
+                  "the threshold, the model's share of the latency; the rest is the detector's smoothing and minimum "
+                  "duration. Windows end at the decision time, so a window needs some seconds of ictal signal."]
+        lines += detector_grid(traces or {}, events, detector)
         lines += ["", "![probability trend](malow_trend.png)"]
     return "\n".join(lines) + "\n"
 

@@ -237,6 +237,8 @@ def test_bci_evaluate_seizure_config_writes_tables_and_plot(tmp_path, capsys):
     assert top3.detected and 0 <= top3.latency_s <= 40 and top3.false_alarms <= 1
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| BP+LR |" in summary and "false alarms before onset" in summary and "0.97 target" in summary
+    assert "first crossing" in summary and "Detector settings (post hoc" in summary
+    assert 0 <= top3.raw_latency_s <= top3.latency_s
     assert (tmp_path / "out" / "malow_trend.png").stat().st_size > 10_000
     cfg["evaluation"]["params"]["events"]["onset"] = 350
     path.write_text(yaml.safe_dump(cfg))
