@@ -75,46 +75,60 @@ class DecisionQueue:
 class ProbabilityInlet:
     """The ``bci-out`` outlet of a decoder (another process) read without blocking.
 
-    Channel labels give the classes (the ``source_time`` channel is left out). A lost
-    outlet makes :attr:`state` ``lost``; it is looked for again at every poll.
+    Channel labels give the classes (the ``source_time`` channel is left out). Opened
+    with ``recover=False`` so that a closed outlet is reported at once instead of a pull
+    waiting for it: :attr:`state` becomes ``lost`` and every later poll looks for the
+    stream again without blocking (:class:`pylsl.ContinuousResolver`).
     """
 
     def __init__(self, name: str = "bci-out", *, timeout: float = 5.0):
-        import pylsl
-
         from realtime.inlet import resolve
 
         self.name = name
-        info = resolve(name=name, timeout=timeout)
-        inlet = pylsl.StreamInlet(info, max_buflen=10, recover=True)
+        self.timeout = float(timeout)
+        self.count = 0
+        self.state = "waiting"
+        self._latest = None
+        self._resolver = None
+        self.inlet = None
+        self._open(resolve(name=name, timeout=timeout))
+
+    def _open(self, info) -> None:
+        import pylsl
+
+        inlet = pylsl.StreamInlet(info, max_buflen=10, recover=False)
         try:
-            full = inlet.info(timeout=timeout)
-            inlet.open_stream(timeout=timeout)
-        except pylsl.util.TimeoutError:
-            raise StreamError(f"probability stream {name!r} was found but did not answer within {timeout:g} s") from None
+            full = inlet.info(timeout=self.timeout)
+            inlet.open_stream(timeout=self.timeout)
+        except (pylsl.util.TimeoutError, pylsl.util.LostError):
+            raise StreamError(f"probability stream {self.name!r} was found but did not answer within {self.timeout:g} s") from None
         labels = []
         ch = full.desc().child("channels").child("channel")
         while not ch.empty():
             labels.append(ch.child_value("label"))
             ch = ch.next_sibling("channel")
         if len(labels) != full.channel_count():
-            raise StreamError(f"stream {name!r} does not name its {full.channel_count()} channels; expected one per class + source_time")
-        self.columns = [i for i, lab in enumerate(labels) if lab != "source_time"]
-        self.classes = [labels[i] for i in self.columns]
-        if len(self.classes) < 2:
-            raise StreamError(f"stream {name!r} carries {self.classes}: expected probabilities of at least 2 classes")
-        self.inlet = inlet
-        self.count = 0
-        self.state = "waiting"
-        self._latest = None
+            raise StreamError(f"stream {self.name!r} does not name its {full.channel_count()} channels; expected one per class + source_time")
+        columns = [i for i, lab in enumerate(labels) if lab != "source_time"]
+        classes = [labels[i] for i in columns]
+        if len(classes) < 2:
+            raise StreamError(f"stream {self.name!r} carries {classes}: expected probabilities of at least 2 classes")
+        if self.inlet is None and getattr(self, "classes", None) not in (None, classes):
+            raise StreamError(f"stream {self.name!r} came back with classes {classes}, was {self.classes}")
+        self.columns, self.classes, self.inlet, self.uid = columns, classes, inlet, full.uid()
 
     def latest(self):
+        """``(probabilities, label, count)`` of the newest decision, or None before the first."""
         import pylsl
 
+        if self.inlet is None:
+            self._reconnect()
+            if self.inlet is None:
+                return self._latest
         try:
             samples, _ = self.inlet.pull_chunk(timeout=0.0)
-        except pylsl.util.LostError:  # pragma: no cover - recover=True reconnects instead
-            self.state = "lost"
+        except pylsl.util.LostError:
+            self.inlet, self.state = None, "lost"
             return self._latest
         if samples:
             self.count += len(samples)
@@ -123,8 +137,29 @@ class ProbabilityInlet:
             self.state = "running"
         return self._latest
 
+    def _reconnect(self) -> None:
+        import pylsl
+
+        if self._resolver is None:
+            self._resolver = pylsl.ContinuousResolver(prop="name", value=self.name)
+        for info in self._resolver.results():
+            if info.uid() != self.uid:
+                try:
+                    self._open(info)
+                except StreamError as exc:
+                    log.warning("%s", exc)
+                    continue
+                self._resolver, self.state = None, "running"
+                return
+
     def close(self) -> None:
+        if self.inlet is not None:
+            try:
+                self.inlet.close_stream()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
         self.inlet = None
+        self._resolver = None
 
 
 # ------------------------------------------------------------------- view

@@ -520,6 +520,37 @@ def test_bci_stream_feedback_command(recorded, recorded_model, tmp_path, capsys)
     assert int(text.split("stopped: ")[1].split(" decisions")[0]) > 0
 
 
+def test_probability_inlet_loss_and_return():
+    """A bci-out outlet that closes: polls return at once (state lost, last values kept);
+    a decoder restarted under the same name is picked up again."""
+    from gui.feedback import ProbabilityInlet
+
+    name = _name("bci-out")
+
+    def outlet():
+        info = pylsl.StreamInfo(name, "Probabilities", 3, pylsl.IRREGULAR_RATE, pylsl.cf_double64, uuid.uuid4().hex)
+        chans = info.desc().append_child("channels")
+        for label in ("left_hand", "right_hand", "source_time"):
+            chans.append_child("channel").append_child_value("label", label)
+        return pylsl.StreamOutlet(info)
+
+    out = outlet()
+    inlet = ProbabilityInlet(name, timeout=5)
+    assert inlet.classes == ["left_hand", "right_hand"] and inlet.latest() is None
+    out.push_sample([0.3, 0.7, 123.0])
+    wait_until(lambda: inlet.latest() is not None, 5, "the first probabilities")
+    np.testing.assert_allclose(inlet.latest()[0], [0.3, 0.7])
+    out = None
+    wait_until(lambda: inlet.latest() is not None and inlet.state == "lost", 5, "the loss")
+    t0 = time.monotonic()
+    assert inlet.latest()[1] == "right_hand" and time.monotonic() - t0 < 0.5
+    out = outlet()
+    wait_until(lambda: inlet.latest() is not None and inlet.state == "running" and inlet.inlet is not None, 15, "the return")
+    out.push_sample([0.9, 0.1, 124.0])
+    wait_until(lambda: inlet.latest()[1] == "left_hand", 5, "probabilities after the return")
+    inlet.close()
+
+
 def test_feedback_view_cursor_and_bars():
     from gui.app import ensure_qapp
     from gui.feedback import cursor_position, layout, make_feedback_view
