@@ -536,7 +536,9 @@ def run_on_cluster(spec: str, paradigm, cells, results: ResultsFile, *, kind, ev
             pending[i] -= 1
             if not pending[i]:
                 del loads[i]  # this subject's arrays are no longer needed on the workers
-            bar.set_postfix_str(f"{label} ({len(client.scheduler_info()['workers'])} workers)")
+            if progress:
+                info = client.scheduler_info(n_workers=1)  # cluster-wide counts only
+                bar.set_postfix_str(f"{label} ({info.get('n_workers', len(info['workers']))} workers)")
             bar.update(n_subjects)
         bar.close()
     finally:
