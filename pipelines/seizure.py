@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from bci.errors import ConfigError, DataError
 
-__all__ = ["BandPower", "PerChannel", "combine_channels", "make_seizure_pipeline", "DEFAULT_BANDS", "SEIZURE_PIPELINES"]
+__all__ = ["DEFAULT_BANDS", "SEIZURE_PIPELINES", "BandPower", "PerChannel", "combine_channels", "make_seizure_pipeline"]
 
 #: delta, theta, alpha, beta, low gamma (Hz).
 DEFAULT_BANDS = ((0.5, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 40.0))
