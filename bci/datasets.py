@@ -14,6 +14,11 @@ files, each with arrays ``X`` (trials, channels, samples), ``y`` (class codes),
 each trial is laid out with one trial-length of mirror padding on both sides (filter
 transients fall in the padding, never in the trial) and a stim channel marks its
 onset; epoching with the dataset's interval gives the trials back exactly.
+
+:func:`local_recordings` (dataset name ``LocalRecordings``) turns continuous recordings
+with event annotations - e.g. the files ``bci record`` / ``bci calibrate`` write - into a
+MOABB dataset of one subject whose sessions are the files, so ``bci evaluate`` runs
+cross-session evaluation on one's own calibration sessions.
 """
 
 from __future__ import annotations
@@ -49,11 +54,12 @@ def get_dataset(name: str, **params):
     PhysionetMI keeps only the imagery runs asked for: its feet runs (6, 10, 14) are
     dropped unless ``feet_runs`` is given, since left/right paradigms never use them.
     """
-    if name == "LocalEpochs":
+    local = {"LocalEpochs": local_epochs, "LocalRecordings": local_recordings}
+    if name in local:
         try:
-            return local_epochs(**params)
+            return local[name](**params)
         except TypeError as exc:
-            raise ConfigError(f"dataset LocalEpochs: {exc}") from None
+            raise ConfigError(f"dataset {name}: {exc}") from None
     feet_runs = params.pop("feet_runs", [])
     cls = _moabb_dataset_class(name)
     try:
@@ -137,6 +143,64 @@ def local_epochs(path, classes=None, paradigm="imagery", unit_factor=1e-6, code=
 
     _LocalEpochs.__name__ = code
     return _LocalEpochs()
+
+
+def local_recordings(path, events, interval, paradigm="imagery", code="LocalRecordings"):
+    """The MOABB dataset over continuous recordings of one person: one session per file.
+
+    Parameters
+    ----------
+    path : str or list of str
+        Recording files (any format :func:`bci.io.load_recording` reads) or glob patterns;
+        sorted by name, file ``i`` becomes session ``i``.
+    events : dict
+        Annotation description -> class name, e.g. ``{'left_hand': 'left_hand'}`` for
+        ``bci calibrate`` files or ``{'T1': 'left_hand', 'T2': 'right_hand'}`` for PhysioNet.
+    interval : [start, end]
+        Trial window in seconds after each event onset.
+    """
+    import glob
+
+    from .io import load_recording
+
+    patterns = [path] if isinstance(path, (str, Path)) else list(path)
+    files = [Path(f) for p in patterns for f in (sorted(glob.glob(str(p))) or [str(p)])]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing or not files:
+        raise DataError(f"LocalRecordings: no recording at {', '.join(missing) or path}")
+    if not isinstance(events, dict) or not events:
+        raise ConfigError(f"LocalRecordings: events must map annotation names to classes, found {events!r}")
+    classes = sorted(set(map(str, events.values())))
+    codes = {name: i + 1 for i, name in enumerate(classes)}
+    from moabb.datasets.base import BaseDataset
+
+    class _LocalRecordings(BaseDataset):
+        __doc__ = f"Recordings {', '.join(f.name for f in files)} (built by bci.datasets.local_recordings)."
+
+        def __init__(self):
+            super().__init__(
+                subjects=[1], sessions_per_subject=len(files), events=codes, code=code,
+                interval=[float(v) for v in interval], paradigm=paradigm,
+            )  # fmt: skip
+
+        def _get_single_subject_data(self, subject):
+            out = {}
+            for i, f in enumerate(files):
+                raw = load_recording(f).to_raw()
+                ann = raw.annotations
+                keep = [j for j, d in enumerate(ann.description) if d in events]
+                if not keep:
+                    raise DataError(f"{f}: none of the events {sorted(events)} occur (annotations: {sorted(set(ann.description))})")
+                raw.set_annotations(ann[keep])
+                raw.annotations.rename({k: str(v) for k, v in events.items() if k in set(ann.description)})
+                out[str(i)] = {"0": raw}
+            return out
+
+        def data_path(self, subject, path=None, force_update=False, update_path=None, verbose=None):
+            return [str(f) for f in files]
+
+    _LocalRecordings.__name__ = code
+    return _LocalRecordings()
 
 
 def _read_npz(path: Path, classes: dict[int, str]) -> dict:

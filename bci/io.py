@@ -92,6 +92,8 @@ class Recording:
         import mne
 
         raw = mne.io.RawArray(self.data, self.channels.to_info(self.sfreq), verbose="error")
+        if self.annotations.orig_time is not None:  # annotations anchored to the recording start
+            raw.set_meas_date(self.annotations.orig_time)
         raw.set_annotations(self.annotations)
         return raw
 

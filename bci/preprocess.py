@@ -16,6 +16,7 @@ windows (:meth:`Preprocessor.fit_alignment`, :meth:`Preprocessor.align`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -24,6 +25,8 @@ from scipy import signal
 
 from .channels import ChannelSet, normalize_name
 from .errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 #: Longitudinal bipolar montage ("double banana"), ordered front to back, left above right.
 DOUBLE_BANANA = [
@@ -288,21 +291,29 @@ def epochs_from_annotations(recording, event_map: dict[str, object], tmin: float
     """Cut labelled epochs ``(n, C, T)`` at annotations; returns ``(X, y, onsets_s)``.
 
     ``event_map`` maps annotation descriptions to labels (e.g. ``{'T1': 'left_hand'}``).
-    Epochs overrunning the recording are dropped with a count in the error if none remain.
+    Epochs overrunning the recording or overlapping a ``BAD_*`` span (e.g. a ``BAD_gap``
+    of a live recording) are dropped, with a log message.
     """
     ann = recording.annotations
     start = int(round(tmin * recording.sfreq))
     stop = int(round(tmax * recording.sfreq))
+    bad = [(o, o + d) for o, d, desc in zip(ann.onset, ann.duration, ann.description) if desc.upper().startswith("BAD")]
     X, y, onsets = [], [], []
+    n_bad = 0
     for onset, desc in zip(ann.onset, ann.description):
         if desc not in event_map:
             continue
         i = int(round(onset * recording.sfreq))
         if i + start < 0 or i + stop > recording.n_times:
             continue
+        if any(b0 < onset + tmax and onset + tmin < b1 for b0, b1 in bad):
+            n_bad += 1
+            continue
         X.append(recording.data[:, i + start : i + stop])
         y.append(event_map[desc])
         onsets.append(onset)
+    if n_bad:
+        log.warning("dropped %d epochs overlapping BAD spans", n_bad)
     if not X:
         found = sorted(set(ann.description))
         raise DataError(f"no epochs: none of the events {sorted(event_map)} fit in the recording (annotations: {found})")

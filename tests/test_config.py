@@ -17,7 +17,7 @@ def test_shipped_configs_are_valid():
 
     for p in (Path(__file__).parents[1] / "configs").glob("*.yaml"):
         cfg = load_config(p)
-        assert cfg["seed"] == 42
+        assert isinstance(cfg["seed"], int), p
 
 
 def test_unknown_evaluation_kind_names_key_and_choices(tmp_path):

@@ -63,3 +63,37 @@ def test_local_epochs_bad_input(tmp_path):
     _write(tmp_path / "c", "S01.npz", y=np.array([1, 2, 3, 2]))
     with pytest.raises(DataError, match=r"S01.npz: unknown class labels \[3\]"):
         get_dataset("LocalEpochs", path=str(tmp_path / "c"))
+
+
+def test_local_recordings_cross_session(tmp_path, data_dir):
+    """Continuous recordings (one file = one session) through MOABB's CrossSessionEvaluation machinery."""
+    from moabb.paradigms import LeftRightImagery
+
+    from bci.evaluate import make_splits
+    from conftest import EEGBCI
+
+    files = [str(EEGBCI / "S001" / f"S001R{r:02d}.edf") for r in (4, 8, 12)]
+    dataset = get_dataset("LocalRecordings", path=files, events={"T1": "left_hand", "T2": "right_hand"}, interval=[0.5, 2.5])
+    X, y, meta = load_subject_data(LeftRightImagery(fmin=8, fmax=30), dataset, 1)
+    assert X.shape == (45, 64, 321) and sorted(meta.session.unique()) == ["0", "1", "2"]
+    assert sorted(np.unique(y)) == ["left_hand", "right_hand"]
+    splits = make_splits("cross_session", {}, y, meta, seed=1)
+    assert len(splits) == 3 and all(len(s.test) == 15 for s in splits)
+    with pytest.raises(DataError, match="none of the events"):
+        bad = get_dataset("LocalRecordings", path=files[:1], events={"L": "left_hand", "R": "right_hand"}, interval=[0, 2])
+        load_subject_data(LeftRightImagery(), bad, 1)
+    with pytest.raises(DataError, match="no recording at"):
+        get_dataset("LocalRecordings", path=str(tmp_path / "*.fif"), events={"a": "b"}, interval=[0, 1])
+
+
+def test_epochs_skip_bad_spans():
+    import mne
+
+    from bci.channels import ChannelSet
+    from bci.io import Recording
+    from bci.preprocess import epochs_from_annotations
+
+    ann = mne.Annotations([1.0, 5.0, 9.0, 5.5], [0, 0, 0, 1.0], ["a", "b", "a", "BAD_gap"])
+    rec = Recording(np.random.default_rng(0).standard_normal((2, 1200)), 100.0, ChannelSet(["C3", "C4"]), ann)
+    X, y, onsets = epochs_from_annotations(rec, {"a": "A", "b": "B"}, 0.0, 1.0)
+    assert onsets.tolist() == [1.0, 9.0] and y.tolist() == ["A", "A"]

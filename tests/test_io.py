@@ -114,3 +114,11 @@ def test_all_nan_channel_is_flagged_not_dropped():
 def test_empty_recording_refused():
     with pytest.raises(DataError, match="empty recording"):
         Recording(np.zeros((2, 0)), 100.0, ChannelSet(["x1", "x2"]))
+
+
+def test_to_raw_keeps_annotations_of_dated_recordings(data_dir):
+    rec = load_recording(EEGBCI / "S001" / "S001R04.edf")
+    assert rec.annotations.orig_time is not None
+    raw = rec.to_raw()
+    assert list(raw.annotations.description) == list(rec.annotations.description)
+    np.testing.assert_allclose(raw.annotations.onset, rec.annotations.onset)
