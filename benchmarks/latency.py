@@ -29,7 +29,9 @@ sleeping and with the loop's 1 ms poll.
 
 ``--long``: a 30-minute recording equivalent (run 8 looped) replayed at 20x through the
 DBConformer case, sampling the loop process's resident memory: growth after warm-up,
-drops, crashes.
+drops, crashes. At 20x the model's 62.5 ms hop asks for 320 decisions per second; the
+loop decodes what it can and counts the rest as dropped windows (``--hop 1.25`` keeps
+the real-time decision rate, 16 per second, for a drop-free check).
 
 Run as ``python -m benchmarks.latency [--json PATH]`` (or ``bci bench latency``).
 """
@@ -163,6 +165,9 @@ def build_sources(work: Path) -> dict[str, Path]:
 
 # -------------------------------------------------------------- processes
 def _pin_threads() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # braindecode's montage-name notices
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
 
@@ -196,17 +201,18 @@ def replay_process(path: str, name: str, speed: float, seconds: float | None, lo
         queue.put(("replay", {"error": f"{type(exc).__name__}: {exc}"}))
 
 
-def loop_process(model_dir: str, name: str, max_s: float, memory_every: float, queue) -> None:
+def loop_process(model_dir: str, name: str, max_s: float, memory_every: float, queue, hop_s=None) -> None:
     """Decode stream ``name`` until it ends (its outlet closes) or ``max_s``; report telemetry."""
     from realtime import quiet_liblsl
 
+    _pin_threads()
     quiet_liblsl()
     from realtime.decoder import Decoder, DecoderConfig
 
     try:
         uid = uuid.uuid4().hex[:8]
         cfg = DecoderConfig.load(outlet_name=f"bench-out-{uid}", marker_name=f"bench-mk-{uid}",
-                                 resolve_timeout_s=60.0, lost_after_s=30.0)
+                                 resolve_timeout_s=60.0, lost_after_s=30.0, hop_s=hop_s)
         decoder = Decoder(model_dir, name, cfg).open()
         memory = [(0.0, _rss_mb())]
         t0 = time.monotonic()
@@ -233,7 +239,7 @@ def loop_process(model_dir: str, name: str, max_s: float, memory_every: float, q
 
 
 def run_case(model_dir: Path, source: Path, *, speed: float, seconds: float | None, loop: bool = False,
-             memory_every: float = 5.0, timeout: float = 900.0) -> dict:
+             memory_every: float = 5.0, timeout: float = 900.0, hop_s: float | None = None) -> dict:
     """Replay process -> loop process; returns the loop's summary with the replay's counts."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -241,7 +247,7 @@ def run_case(model_dir: Path, source: Path, *, speed: float, seconds: float | No
     rec_seconds = seconds
     wall = (rec_seconds or 600.0) / speed
     rp = ctx.Process(target=replay_process, args=(str(source), name, speed, seconds, loop, queue), daemon=True)
-    lp = ctx.Process(target=loop_process, args=(str(model_dir), name, wall + 120.0, memory_every, queue), daemon=True)
+    lp = ctx.Process(target=loop_process, args=(str(model_dir), name, wall + 120.0, memory_every, queue, hop_s), daemon=True)
     rp.start()
     lp.start()
     results = {}
@@ -376,6 +382,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="comma-separated subset of dbconformer, acm, acm1000, mvpformer, lsl")
     parser.add_argument("--long", action="store_true", help="instead: 30 min of signal at 20x through the DBConformer loop (memory, drops, crashes)")
     parser.add_argument("--long-minutes", type=float, default=30.0, help=argparse.SUPPRESS)
+    parser.add_argument("--hop", type=float, help="seconds between decisions (default: each model's hop)")
     args = parser.parse_args(argv)
     _pin_threads()
     from realtime import quiet_liblsl
@@ -388,8 +395,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.long:
         seconds = args.long_minutes * 60.0
         res = run_case(models["dbconformer"], sources["dbconformer"], speed=20.0, seconds=seconds, loop=True,
-                       memory_every=5.0, timeout=seconds / 20.0 + 600)
-        row = _row(f"{args.long_minutes:g} min @ 20x, 22 ch @ 250 Hz, DBConformer", res, "memory growth < 10%, no drop, no crash")
+                       memory_every=5.0, timeout=seconds / 20.0 + 600, hop_s=args.hop)
+        hop = f", hop {args.hop:g} s" if args.hop else ""
+        row = _row(f"{args.long_minutes:g} min @ 20x, 22 ch @ 250 Hz, DBConformer{hop}", res, "memory growth < 10%, no drop, no crash")
         if "memory" in res:
             mem = res["memory"]
             warm = next((m for t, m in mem if t >= 0.1 * mem[-1][0]), mem[0][1])
@@ -413,7 +421,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         label, model_key, source_key, target = plan[key]
         print(f"running {label} ({args.seconds:g} s of signal at {args.speed:g}x) ...", flush=True)
-        res = run_case(models[model_key], sources[source_key], speed=args.speed, seconds=args.seconds)
+        res = run_case(models[model_key], sources[source_key], speed=args.speed, seconds=args.seconds, hop_s=args.hop)
         rows.append(_row(label, res, target))
     if "lsl" in wanted:
         n = int(min(args.seconds, 30.0))
