@@ -11,9 +11,23 @@ from bci.errors import BCIError
 from . import quiet_liblsl
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a service manager, ``kill``) stops as cleanly as Ctrl-C."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (e.g. called from a test thread)
+        pass
+
+
 def replay(args) -> int:
     """``bci replay FILE [--name NAME] [--speed X] [--loop]``: play until the end or Ctrl-C."""
     quiet_liblsl()
+    _terminate_as_interrupt()
     from .replay import Replay
 
     player = Replay(args.file, args.name, speed=args.speed, loop=args.loop)
@@ -43,6 +57,7 @@ def stream(args) -> int:
     if getattr(args, "paradigm", None) and not getattr(args, "feedback", False):
         raise BCIError("--paradigm runs its cues in the feedback view: add --feedback")
     quiet_liblsl()
+    _terminate_as_interrupt()
     from .decoder import Decoder, DecoderConfig
 
     config = DecoderConfig.load(getattr(args, "config", None))

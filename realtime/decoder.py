@@ -40,6 +40,7 @@ finite value meanwhile so their state stays finite. Flat channels (peak-to-peak 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -228,13 +229,13 @@ class Decoder:
 
     def _open(self) -> "Decoder":
         m = self.model
+        self._classes = [str(c) for c in m.classes]
+        self._setup_model()  # first: its imports take seconds, and samples queue up once subscribed
         if self.inlet.inlet is None:
             self.inlet.open()
         pre = m.preprocessor()
         self.mapping = self.inlet.plan(m.input_channels, model_sfreq=m.sfreq, resamples=bool(pre.resample))
         self._used_rows = [self.inlet.channels.index(n) for n in self.mapping.picked] if self.inlet.described.labelled else list(range(len(self.inlet.channels)))
-        self._classes = [str(c) for c in m.classes]
-        self._setup_model()
         self._build_outlets()
         self._begin_processing()
         self.state = "filling"
@@ -247,10 +248,9 @@ class Decoder:
         self._stream_module = None
         final = m.estimator.steps[-1][1] if hasattr(m.estimator, "steps") else m.estimator
         module = getattr(final, "net_", None) is not None and getattr(final, "module_", None)
-        try:
+        MVPFormer = None
+        if module is not None and module is not False:  # a torch network: is it our MVPFormer?
             from models.mvpformer import MVPFormer
-        except ImportError:  # pragma: no cover - models is part of the project
-            MVPFormer = None
         pre_steps = [s for _, s in getattr(m.estimator, "steps", [])[:-1] if s != "passthrough"]
         if cfg.streaming and MVPFormer is not None and isinstance(module, MVPFormer) and not pre_steps:
             module.eval()
@@ -274,12 +274,8 @@ class Decoder:
         self.hop = hop
         self.hop_s = hop / self.sfreq
         self._window = np.empty((1, len(m.channels), m.n_times))
-        try:
-            import torch
-
-            torch.set_num_threads(int(cfg.threads))
-        except ImportError:  # pragma: no cover
-            pass
+        if "torch" in sys.modules:  # only deep models bring torch in
+            sys.modules["torch"].set_num_threads(int(cfg.threads))
         alarm = cfg.alarm_class or ("seizure" if m.task == "seizure" and "seizure" in self._classes else None)
         if alarm is not None and alarm not in self._classes:
             raise ConfigError(f"alarm_class {alarm!r} is not one of the model's classes {self._classes}")
