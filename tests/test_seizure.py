@@ -272,3 +272,21 @@ def test_bci_train_seizure_model_runs_on_21_malow_channels(tmp_path):
     ictal = processed.data[None, :, 380 * 100 : 384 * 100]
     p = model.predict_proba(np.concatenate([quiet, ictal]))
     assert p[0, 1] < 0.2 and p[1, 1] > 0.8
+
+
+def test_annotated_recording_windows_label_the_last_segment():
+    import mne
+
+    from bci.channels import ChannelSet
+    from bci.io import Recording
+    from bci.preprocess import Preprocessor
+    from bci.seizure import annotated_windows
+
+    rng = np.random.default_rng(0)
+    rec = Recording(rng.standard_normal((2, 60 * 100)) * 1e-5, 100.0, ChannelSet(["C3", "C4"]),
+                    annotations=mne.Annotations([30.0], [10.0], ["seizure"]))  # fmt: skip
+    X, y = annotated_windows(rec, Preprocessor(bandpass=[0.5, 40]), SPEC, 1.0, ["seizure"])
+    ends = np.arange(4.0, 61.0, 1.0)
+    assert X.shape == (len(ends), 2, 400)
+    # seizure when (end - 1 s, end] overlaps [30, 40]
+    assert list(ends[y == "seizure"]) == list(np.arange(31.0, 41.0))
