@@ -237,6 +237,11 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             "n_outputs": len(encoder.classes_),
             "sfreq": float(sfreq),
         }
+        if self.model == "MVPFormer" and "segment_len" not in self.module_kwargs_:
+            from models.mvpformer import segment_samples
+
+            # 1 s segments at the data rate unless given (the reference: 5 s at 512 Hz)
+            self.module_kwargs_["segment_len"] = segment_samples(sfreq, 1.0)
         torch.manual_seed(self.seed)
         self.net_ = self._build_net(self.module_kwargs_)
         self.net_.fit((X * scale).astype(np.float32), encoder.transform(y).astype(np.int64))
