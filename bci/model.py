@@ -114,22 +114,31 @@ class TrainedModel:
         return proba
 
     def channel_weights(self, windows) -> np.ndarray | None:
-        """Per-channel attention ``(n, n_channels)`` of models that have one, else None."""
+        """Per-channel contribution to the decision ``(n, n_channels)``, or None.
+
+        DBConformer: its channel attention (sums to 1). MVPFormer: each channel's share
+        of the last class's logit (joint mode) or each channel's own probability of the
+        last class (``channel_mode="independent"``). Per-channel detectors (with a
+        ``channel_proba`` method, e.g. ``pipelines.seizure.PerChannel``): each channel's
+        own probability of the last class. Models without either give None.
+        """
         import torch
 
         final = _final_estimator(self.estimator)
-        module = getattr(final, "net_", None) and final.module_
-        if module is None or not hasattr(module, "channel_weights"):
+        module = final.module_ if getattr(final, "net_", None) is not None else None
+        has_attention = module is not None and hasattr(module, "channel_weights")
+        if not has_attention and not hasattr(final, "channel_proba"):
             return None
         X = self._check(windows)
-        steps = getattr(self.estimator, "steps", [])[:-1]
-        for _, step in steps:
+        for _, step in getattr(self.estimator, "steps", [])[:-1]:
             if step != _PLACEHOLDER:
                 X = step.transform(X)
+        if not has_attention:
+            return np.asarray(final.channel_proba(X), dtype=np.float64)
         module.eval()
         with torch.no_grad():
-            w = module.channel_weights(torch.as_tensor(final._prepare(X)))
-        return w.cpu().numpy()
+            w = module.channel_weights(torch.as_tensor(final._prepare(X))).cpu().numpy()
+        return w[..., -1] if w.ndim == 3 else w
 
     def prepare_recording(self, recording):
         """Map a recording onto :attr:`input_channels` and preprocess it causally."""

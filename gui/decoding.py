@@ -10,8 +10,8 @@ to :meth:`gui.alarms.AlarmMonitor.process`, which logs alarms before anything is
   (``dashboard.alarm.smoothing_s``) for the trend and the alarm rule;
 - the stream time of a decision is that of the feed sample carrying the window's last
   timestamp, so trend, alarm onsets and traces share one time axis;
-- models with channel attention (``TrainedModel.channel_weights``: DBConformer,
-  MVPFormer) contribute per-channel weights computed on the decision's own window.
+- models with per-channel contributions (``TrainedModel.channel_weights``: DBConformer,
+  MVPFormer, per-channel detectors) give them on the decision's own window.
 
 A failing detector (the model raising, the loop dying) is reported in the status bar
 and logged once as ``model_error``; the traces keep running.
@@ -29,30 +29,6 @@ from bci.errors import StreamError
 from .alarms import AlarmMonitor, Decision
 
 log = logging.getLogger(__name__)
-
-
-def channel_contributions(model, windows) -> np.ndarray | None:
-    """Per-channel contribution ``(n, C)`` of a model's decision on preprocessed windows.
-
-    Channel attention (:meth:`bci.model.TrainedModel.channel_weights`) when the network
-    has one; for per-channel detectors (:class:`pipelines.seizure.PerChannel`, trained on
-    single channels) each channel's own seizure probability; otherwise None.
-    """
-    w = model.channel_weights(windows)
-    if w is not None:
-        return np.asarray(w, float)
-    est = model.estimator
-    steps = getattr(est, "steps", None)
-    final = steps[-1][1] if steps else est
-    if not hasattr(final, "channel_proba"):
-        return None
-    X = np.asarray(windows, float)
-    if model.alignment is not None:
-        X = np.einsum("ij,njt->nit", model.alignment, X)
-    for _, step in (steps or [])[:-1]:
-        if step != "passthrough":
-            X = step.transform(X)
-    return np.asarray(final.channel_proba(X), float)
 
 
 class DetectorThread:
@@ -101,7 +77,7 @@ class DetectorThread:
         try:
             probe = np.zeros((1, len(m.channels), m.n_times))
             probe[0, :, ::2] = 1e-6  # a non-degenerate window
-            self._weights = channel_contributions(m, probe) is not None
+            self._weights = m.channel_weights(probe) is not None
         except Exception as exc:  # noqa: BLE001 - contributions are optional
             log.info("model %s: no channel weights (%s)", m.name, exc)
             self._weights = False
@@ -123,7 +99,7 @@ class DetectorThread:
             weights = None
             if self._weights:
                 window = self.decoder.proc.window(d.index, self.model.n_times)
-                w = channel_contributions(self.model, window[None])
+                w = self.model.channel_weights(window[None])
                 if w is not None:
                     weights = dict(zip(self.model.channels, np.asarray(w[0], float).tolist()))
             self.monitor.process(Decision(t_s, float(d.proba[self.column]), weights, d.latency_s * 1e3))
