@@ -173,7 +173,7 @@ def test_killed_recorder_leaves_readable_parts_and_ctrl_c_closes_cleanly(source_
             assert procs[k].poll() is None, procs[k].communicate()
         procs["kill"].send_signal(signal.SIGKILL)
         procs["int"].send_signal(signal.SIGINT)
-        out_int, err_int = procs["int"].communicate(timeout=30)
+        out_int, err_int = procs["int"].communicate(timeout=90)
         procs["kill"].communicate(timeout=10)
     finally:
         for p in procs.values():

@@ -247,7 +247,7 @@ def test_wrong_channel_count_refused_with_a_clear_error(trained_model_dir):
     t0 = time.monotonic()
     with pytest.raises(StreamError, match=rf"no LSL stream with name='{missing}' found within 0.5 s; visible streams: .*{name}"):
         resolve(missing, timeout=0.5)
-    assert time.monotonic() - t0 < 5.0
+    assert time.monotonic() - t0 < 20.0  # bounded (about 1 s when the machine is idle)
 
 
 def _pump(decoder, outlet, chunks, expect_samples):
