@@ -257,8 +257,15 @@ def run_pretrain(config, out_dir, *, progress: bool = True, resume: bool = True)
                 "load_seconds": round(load_s, 2),
             }  # fmt: skip
             (out_dir / "pretrain.json").write_text(json.dumps(info, indent=2))
-    finally:
-        if owned and dist.is_initialized():
+    except BaseException:
+        # no teardown after a failure: other ranks may still be in a collective (it would
+        # hang); torchrun stops them when this process exits non-zero
+        raise
+    else:
+        if owned:
+            # every rank waits for rank 0's files, then all leave together: a rank tearing
+            # gloo down while its peer still runs was seen to abort (SIGABRT) at exit
+            dist.barrier()
             dist.destroy_process_group()
     return {
         **result, "rank": rank, "world_size": world, "n_recordings": len(data.sources),
