@@ -12,7 +12,8 @@ process writing into a fresh folder, as a user runs it:
 * ``local:1``, ``local:2``: ``--cluster local:N``, N single-threaded worker processes.
 
 Wall time includes everything a user waits for: imports, cluster start, data loading,
-cells and the report. Also printed: the summed fit+predict seconds of the cells, whether
+cells and the report. Also printed: CPU seconds of the process and its workers and the
+mean number of cores they got (CPU / wall), the summed fit+predict seconds of the cells, whether
 the scores equal the first mode's, and the 1-minute load average before and after each
 run (the machine may be shared: read the speed-ups with it).
 """
@@ -51,8 +52,8 @@ def _subjects(text: str) -> list[int]:
     return out
 
 
-def run_mode(mode: str, config: Path, out: Path, timeout: float) -> float:
-    """Wall seconds of one ``bci evaluate`` process in ``mode``."""
+def run_mode(mode: str, config: Path, out: Path, timeout: float) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``bci evaluate`` process (and its workers) in ``mode``."""
     from bci.evaluate import THREAD_ENV
 
     env = dict(os.environ)
@@ -61,12 +62,18 @@ def run_mode(mode: str, config: Path, out: Path, timeout: float) -> float:
         env.update(THREAD_ENV)
     elif mode != "serial":
         cmd += ["--cluster", mode]
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{mode}: bci evaluate failed: {done.stderr[-2000:]}")
-    return wall
+    # CPU seconds of the process and every descendant it reaped (workers, nannies)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main(argv=None) -> list[dict]:
@@ -93,7 +100,7 @@ def main(argv=None) -> list[dict]:
         for mode in args.modes.split(","):
             out = Path(tmp) / mode.replace(":", "")
             load_before = os.getloadavg()[0]
-            wall = run_mode(mode, config, out, args.timeout)
+            wall, cpu = run_mode(mode, config, out, args.timeout)
             frame = pd.read_csv(out / "results.csv")
             scores = frame.set_index(["subject", "pipeline"]).score.sort_index()
             reference = scores if reference is None else reference
@@ -101,6 +108,8 @@ def main(argv=None) -> list[dict]:
                 "mode": mode,
                 "cells": len(frame),
                 "wall_ms": round(wall * 1000),
+                "cpu_ms": round(cpu * 1000),
+                "cores_used": round(cpu / wall, 2),
                 "cells_fit_predict_ms": round(float((frame.fit_time + frame.predict_time).sum()) * 1000),
                 "speedup": None,
                 "scores_equal": bool(scores.equals(reference)),
