@@ -15,7 +15,8 @@ from .errors import BCIError
 BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed")
 
 
-def _subjects(text: str) -> list[int]:
+def parse_subjects(text: str) -> list[int]:
+    """Subjects written like ``1,2,5-8`` (also the type of every ``--subjects`` option)."""
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="offline evaluation -> DIR/results.csv, plots, summary.md")
     p.add_argument("config", help="evaluation config (YAML), e.g. configs/physionet_mi.yaml")
     p.add_argument("--out", help="output folder (default results/<config name>); re-running resumes")
-    p.add_argument("--subjects", type=_subjects, help="subjects to run, e.g. 1,2,5-8 (overrides the config)")
+    p.add_argument("--subjects", type=parse_subjects, help="subjects to run, e.g. 1,2,5-8 (overrides the config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT", help="run the cells on Dask: N local worker processes or an existing scheduler")
     p.set_defaults(func=cmd_evaluate)

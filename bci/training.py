@@ -123,7 +123,7 @@ def training_recordings(cfg: Config, section: dict) -> list[tuple[str, Recording
     return out
 
 
-def _event_map(events, found: set[str]) -> dict:
+def _event_map(events) -> dict:
     if events is None:
         return {}
     if isinstance(events, list):
@@ -149,7 +149,7 @@ def classification_data(cfg: Config, section: dict, pre: Preprocessor, progress:
         processed = pre.apply(mapped, causal=True)
         sfreqs.add(processed.sfreq)
         found = set(rec.annotations.description)
-        event_map = _event_map(events, found) or {d: d for d in sorted(found) if _default_class(d)}
+        event_map = _event_map(events) or {d: d for d in sorted(found) if _default_class(d)}
         tmin = float(section.get("tmin", 0.0))
         tmax = section.get("tmax")
         if tmax is None:

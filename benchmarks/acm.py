@@ -31,18 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bci.cli import parse_subjects
 from benchmarks.common import emit
 
 MOTOR_CHANNELS = ("FC3", "FC4", "C5", "C3", "C1", "Cz", "C2", "C4", "C6", "CP3", "CP4")
 SVC_GRID = {"Cs": (0.5, 1.0, 1.5), "kernels": ("rbf", "linear")}
-
-
-def _subjects(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def _load(subject: int, channels):
@@ -186,7 +179,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def _run(args) -> list[dict]:
 
-    subjects = _subjects(args.subjects or ("1-3" if args.quick else "1-10"))
+    subjects = parse_subjects(args.subjects or ("1-3" if args.quick else "1-10"))
     top = args.max_order_lag or (5 if args.quick else 10)
     n_folds = args.folds or (3 if args.quick else 5)
     channels = None if args.channels == "all" else args.channels.split(",")

@@ -44,14 +44,6 @@ def sweep_config(subjects: list[int], pipelines: list[str]) -> dict:
     }
 
 
-def _subjects(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
-    return out
-
-
 def run_mode(mode: str, config: Path, out: Path, timeout: float) -> tuple[float, float]:
     """Wall and CPU seconds of one ``bci evaluate`` process (and its workers) in ``mode``."""
     from bci.evaluate import THREAD_ENV
@@ -89,9 +81,10 @@ def main(argv=None) -> list[dict]:
     import pandas as pd
     import yaml
 
+    from bci.cli import parse_subjects
     from benchmarks.common import emit
 
-    subjects = [1, 2] if args.quick else _subjects(args.subjects)
+    subjects = [1, 2] if args.quick else parse_subjects(args.subjects)
     pipelines = ["moabb_ts_svm", "ts_svm", "moabb_mdm"] if args.quick else args.pipelines.split(",")
     rows, reference = [], None
     with tempfile.TemporaryDirectory(prefix="bench-distributed-") as tmp:

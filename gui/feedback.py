@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bci.errors import StreamError
+from realtime.inlet import ReconnectingInlet, resolve
 
 from .calibration import (
     CUES,
@@ -72,7 +73,7 @@ class DecisionQueue:
             return self._latest
 
 
-class ProbabilityInlet:
+class ProbabilityInlet(ReconnectingInlet):
     """The ``bci-out`` outlet of a decoder (another process) read without blocking.
 
     Channel labels give the classes (the ``source_time`` channel is left out). Opened
@@ -82,18 +83,14 @@ class ProbabilityInlet:
     """
 
     def __init__(self, name: str = "bci-out", *, timeout: float = 5.0):
-        from realtime.inlet import resolve
-
         self.name = name
         self.timeout = float(timeout)
         self.count = 0
         self.state = "waiting"
         self._latest = None
-        self._resolver = None
-        self.inlet = None
-        self._open(resolve(name=name, timeout=timeout))
+        self._connect(resolve(name=name, timeout=timeout))
 
-    def _open(self, info) -> None:
+    def _connect(self, info) -> None:
         import pylsl
 
         inlet = pylsl.StreamInlet(info, max_buflen=10, recover=False)
@@ -121,10 +118,8 @@ class ProbabilityInlet:
         """``(probabilities, label, count)`` of the newest decision, or None before the first."""
         import pylsl
 
-        if self.inlet is None:
-            self._reconnect()
-            if self.inlet is None:
-                return self._latest
+        if not self.reconnect():
+            return self._latest
         try:
             samples, _ = self.inlet.pull_chunk(timeout=0.0)
         except pylsl.util.LostError:
@@ -137,29 +132,8 @@ class ProbabilityInlet:
             self.state = "running"
         return self._latest
 
-    def _reconnect(self) -> None:
-        import pylsl
-
-        if self._resolver is None:
-            self._resolver = pylsl.ContinuousResolver(prop="name", value=self.name)
-        for info in self._resolver.results():
-            if info.uid() != self.uid:
-                try:
-                    self._open(info)
-                except StreamError as exc:
-                    log.warning("%s", exc)
-                    continue
-                self._resolver, self.state = None, "running"
-                return
-
-    def close(self) -> None:
-        if self.inlet is not None:
-            try:
-                self.inlet.close_stream()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        self.inlet = None
-        self._resolver = None
+    def _reconnected(self) -> None:
+        self.state = "running"
 
 
 # ------------------------------------------------------------------- view

@@ -54,6 +54,19 @@ def _styled_plot(title: str, left: str | None = None) -> pg.PlotWidget:
     return w
 
 
+def _plot_with_selector(widget: QtWidgets.QWidget, plot: pg.PlotWidget, label: str, box: QtWidgets.QWidget) -> None:
+    """Lay out ``plot`` above a right-aligned ``label: box`` row."""
+    lay = QtWidgets.QVBoxLayout(widget)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.setSpacing(0)
+    lay.addWidget(plot)
+    row = QtWidgets.QHBoxLayout()
+    row.addStretch(1)
+    row.addWidget(QtWidgets.QLabel(label))
+    row.addWidget(box)
+    lay.addLayout(row)
+
+
 class TrendPlot(QtWidgets.QWidget):
     """Probability trend with threshold; span 10 min or 1 h."""
 
@@ -81,15 +94,7 @@ class TrendPlot(QtWidgets.QWidget):
         self.span_box.addItems(list(self.SPANS))
         self.span_box.setCurrentText("1 h" if self.span_s >= 3600 else "10 min")
         self.span_box.currentTextChanged.connect(lambda text: self.set_span(self.SPANS[text]))
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(0)
-        lay.addWidget(self.plot)
-        row = QtWidgets.QHBoxLayout()
-        row.addStretch(1)
-        row.addWidget(QtWidgets.QLabel("Trend"))
-        row.addWidget(self.span_box)
-        lay.addLayout(row)
+        _plot_with_selector(self, self.plot, "Trend", self.span_box)
 
     def set_span(self, seconds: float) -> None:
         self.span_s = float(seconds)
@@ -143,15 +148,7 @@ class SpectralArray(QtWidgets.QWidget):
         self.plot.setYRange(0, self.fmax, padding=0)
         self.group_box = QtWidgets.QComboBox()
         self.set_groups(groups)
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(0)
-        lay.addWidget(self.plot)
-        row = QtWidgets.QHBoxLayout()
-        row.addStretch(1)
-        row.addWidget(QtWidgets.QLabel("Channels"))
-        row.addWidget(self.group_box)
-        lay.addLayout(row)
+        _plot_with_selector(self, self.plot, "Channels", self.group_box)
 
     def set_groups(self, groups: dict, keep: str | None = None) -> None:
         self.groups = groups

@@ -173,7 +173,69 @@ class InletStats:
         del self.gap_log[:-keep]
 
 
-class Inlet:
+class ReconnectingInlet:
+    """An LSL inlet that, once its stream is lost, looks for it again without blocking.
+
+    The shared mechanism of every inlet here (signals, markers, ``bci-out``): each call
+    to :meth:`reconnect` reads a :class:`pylsl.ContinuousResolver` for the stream's
+    name/type/source id, skips the lost outlet itself (:attr:`uid`) and reopens the
+    first match with the subclass's ``_connect(info)``, which sets :attr:`inlet` and
+    :attr:`uid` or raises :class:`~bci.errors.StreamError`. Streams raising one of
+    :attr:`retry_on` are skipped and looked for again on the next call.
+    """
+
+    name: str | None = None
+    stype: str | None = None
+    source_id: str | None = None
+    inlet: pylsl.StreamInlet | None = None
+    uid: str | None = None
+    _resolver = None
+    retry_on: tuple = (StreamError, pylsl.util.LostError)
+
+    def _connect(self, info: pylsl.StreamInfo) -> None:
+        raise NotImplementedError
+
+    def _reconnected(self) -> None:
+        """Called after a successful :meth:`reconnect` (counters, state)."""
+
+    @property
+    def connected(self) -> bool:
+        return self.inlet is not None
+
+    def reconnect(self) -> bool:
+        """Look for the stream again without blocking; reopen it when it is back.
+
+        Returns True once connected (at once when the stream was never lost).
+        """
+        if self.inlet is not None:
+            return True
+        if self._resolver is None:
+            self._resolver = pylsl.ContinuousResolver(pred=_predicate(self.name, self.stype, self.source_id) or "type='EEG'")
+        for info in self._resolver.results():
+            if info.uid() == self.uid:
+                continue
+            try:
+                self._connect(info)
+            except self.retry_on as exc:
+                log.debug("stream %s not reopened: %s", _describe(info), exc)
+                continue
+            self._resolver = None
+            self._reconnected()
+            return True
+        return False
+
+    def close(self) -> None:
+        """Unsubscribe and release the liblsl inlet (and any pending resolver)."""
+        if self.inlet is not None:
+            try:
+                self.inlet.close_stream()
+            except Exception:  # noqa: BLE001 - the stream is already gone
+                pass
+        self.inlet = None  # liblsl destroys it when released
+        self._resolver = None
+
+
+class Inlet(ReconnectingInlet):
     """A resolved LSL stream pulled into a ring buffer of volts.
 
     Parameters
@@ -207,11 +269,8 @@ class Inlet:
         self.gap_factor = float(gap_factor)
         self.min_gap_s = float(min_gap_s)
         self.stats = InletStats()
-        self.inlet: pylsl.StreamInlet | None = None
         self.info: pylsl.StreamInfo | None = None
         self.buffer: RingBuffer | None = None
-        self._resolver = None
-        self._dead_uid = None
 
     # ----------------------------------------------------------------- opening
     def open(self) -> "Inlet":
@@ -220,7 +279,7 @@ class Inlet:
         self._connect(info, first=True)
         return self
 
-    def _connect(self, info: pylsl.StreamInfo, first: bool) -> None:
+    def _connect(self, info: pylsl.StreamInfo, first: bool = False) -> None:
         if info.channel_format() == pylsl.cf_string:
             raise StreamError(f"stream {_describe(info)} carries strings (a marker stream), not signals")
         if info.nominal_srate() <= 0:
@@ -361,52 +420,21 @@ class Inlet:
     # -------------------------------------------------------- loss and return
     def _lost(self) -> None:
         self.stats.losses += 1
-        self._dead_uid = self.uid
         try:
             self.inlet.close_stream()
         except Exception:  # noqa: BLE001 - the stream is already gone
             pass
         self.inlet = None
 
-    @property
-    def connected(self) -> bool:
-        return self.inlet is not None
+    #: a returning stream that no longer fits (channels, rate) is an error, not a retry
+    retry_on = (StreamLost,)
 
-    def reconnect(self) -> bool:
-        """Look for the stream again without blocking; reopen it when it is back.
-
-        Returns True once reconnected. Uses a :class:`pylsl.ContinuousResolver` so each
-        call returns at once (the lost outlet's own id is ignored).
-        """
-        if self.inlet is not None:
-            return True
-        if self._resolver is None:
-            self._resolver = pylsl.ContinuousResolver(pred=_predicate(self.name, self.stype, self.source_id) or "type='EEG'")
-        for info in self._resolver.results():
-            if info.uid() == self._dead_uid:
-                continue
-            try:
-                self._connect(info, first=False)
-            except StreamLost:
-                continue
-            self._resolver = None
-            self.stats.reconnects += 1
-            return True
-        return False
+    def _reconnected(self) -> None:
+        self.stats.reconnects += 1
 
     def mark_stall(self) -> None:
         """Forget the last timestamp so that the next samples are not compared across a stall."""
         self._last_ts = None
-
-    def close(self) -> None:
-        """Unsubscribe and release the liblsl inlet (and any pending resolver)."""
-        if self.inlet is not None:
-            try:
-                self.inlet.close_stream()
-            except Exception:  # noqa: BLE001
-                pass
-        self.inlet = None  # liblsl destroys it when released
-        self._resolver = None
 
     def __enter__(self):
         return self.open() if self.inlet is None else self

@@ -57,7 +57,7 @@ import pylsl
 from bci.channels import ChannelSet
 from bci.errors import DataError, StreamError
 
-from .inlet import UNIT_SCALE, Inlet, StreamLost, resolve
+from .inlet import UNIT_SCALE, Inlet, ReconnectingInlet, StreamLost, resolve
 
 log = logging.getLogger(__name__)
 
@@ -480,16 +480,13 @@ def recover(out: str | Path, **kwargs) -> RecordingSummary:
 
 
 # ------------------------------------------------------------------ recording
-class _MarkerInlet:
+class _MarkerInlet(ReconnectingInlet):
     """A string (or numeric) marker stream pulled without blocking, with loss and return."""
 
     def __init__(self, name: str, timeout: float, source_id: str | None = None):
         self.name = name
         self.source_id = source_id
         self.timeout = float(timeout)
-        self.inlet = None
-        self.uid = None
-        self._resolver = None
 
     def open(self) -> _MarkerInlet:
         info = resolve(name=self.name, source_id=self.source_id, timeout=self.timeout)
@@ -533,31 +530,6 @@ class _MarkerInlet:
                 value = int(value)
             out.append((float(t) + self.offset, str(value)))
         return out
-
-    def reconnect(self) -> bool:
-        if self.inlet is not None:
-            return True
-        if self._resolver is None:
-            self._resolver = pylsl.ContinuousResolver(prop="name", value=self.name)
-        for info in self._resolver.results():
-            if info.uid() == self.uid or (self.source_id and info.source_id() != self.source_id):
-                continue
-            try:
-                self._connect(info)
-            except (StreamError, pylsl.util.LostError):
-                continue
-            self._resolver = None
-            return True
-        return False
-
-    def close(self) -> None:
-        if self.inlet is not None:
-            try:
-                self.inlet.close_stream()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        self.inlet = None
-        self._resolver = None
 
 
 class Recorder:
