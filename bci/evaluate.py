@@ -31,6 +31,7 @@ from sklearn.model_selection import BaseCrossValidator
 from .config import Config
 from .datasets import get_dataset, load_subject_data
 from .errors import ConfigError, DataError
+from .report import short_param_names, write_report
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +140,7 @@ def chosen_params(estimator) -> dict:
             stack.append((f"{name}__" if prefix == "" else f"{prefix}{name}__", sub))
         if hasattr(est, "best_estimator_"):
             stack.append((prefix, est.best_estimator_))
-    leaves = [k.rsplit("__", 1)[-1] for k in found]
-    if len(set(leaves)) == len(leaves):  # short names ("order", "C") when unambiguous
-        return {k.rsplit("__", 1)[-1]: v for k, v in found.items()}
-    return found
+    return short_param_names(found)
 
 
 def _plain(value):
@@ -364,8 +362,6 @@ def evaluate(
     scores.
     """
     from tqdm.auto import tqdm
-
-    from .report import write_report
 
     import mne
 

@@ -10,6 +10,7 @@ there is none.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +19,46 @@ import pandas as pd
 BASELINE_PREFIXES = ("moabb:", "braindecode:")
 
 
+def short_param_names(params: dict) -> dict:
+    """``a__b__order`` -> ``order`` wherever every path to that name has the same value."""
+    values: dict = {}
+    for key, value in params.items():
+        values.setdefault(key.rsplit("__", 1)[-1], []).append(value)
+    return {
+        (leaf if all(v == values[leaf][0] for v in values[leaf]) else key): value
+        for key, value in params.items()
+        for leaf in [key.rsplit("__", 1)[-1]]
+    }
+
+
+def _params_text(text: str) -> str:
+    try:
+        return json.dumps(short_param_names(json.loads(text)), sort_keys=True)
+    except (ValueError, AttributeError):
+        return text
+
+
 def _per_subject(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby(["dataset", "pipeline", "subject"], as_index=False)[["score", "accuracy", "fit_time", "predict_time"]].mean()
 
 
-def _stats(df: pd.DataFrame):
-    """MOABB's pairwise statistics (None when fewer than 2 subjects or pipelines)."""
+def _versus_baseline(subj: pd.DataFrame, base: str) -> dict[str, tuple[float, float]]:
+    """MOABB's paired statistics (p, SMD) of each pipeline against ``base``, on the subjects
+    both have scores for (an interrupted or partial run leaves some cells empty); pairs
+    sharing fewer than 2 subjects are left out."""
     from moabb.analysis.meta_analysis import compute_dataset_statistics
 
-    subj = _per_subject(df)
-    if subj.subject.nunique() < 2 or subj.pipeline.nunique() < 2:
-        return None
-    frame = subj.assign(session="0")[["dataset", "pipeline", "subject", "session", "score"]]
-    return compute_dataset_statistics(frame)
+    scores = subj.pivot(index="subject", columns="pipeline", values="score")
+    out = {}
+    for name in scores.columns.drop(base):
+        pair = scores[[name, base]].dropna()
+        if len(pair) < 2:
+            continue
+        frame = pair.reset_index().melt(id_vars="subject", var_name="pipeline", value_name="score")
+        stats = compute_dataset_statistics(frame.assign(dataset="d", session="0"))
+        hit = stats[(stats.pipe1 == name) & (stats.pipe2 == base)]
+        out[name] = (float(hit.p.iloc[0]), float(hit.smd.iloc[0]))
+    return out
 
 
 def summary_markdown(df: pd.DataFrame, title: str) -> str:
@@ -41,7 +69,6 @@ def summary_markdown(df: pd.DataFrame, title: str) -> str:
         f"Evaluation: {', '.join(df.evaluation.astype(str).unique())}; scoring: "
         f"{', '.join(df.scoring.astype(str).unique())}; seed: {', '.join(map(str, df.seed.unique()))}."
     )
-    stats = _stats(df)
     for dataset, d in df.groupby("dataset"):
         subj = _per_subject(d)
         agg = subj.groupby("pipeline").agg(
@@ -49,21 +76,20 @@ def summary_markdown(df: pd.DataFrame, title: str) -> str:
             acc_std=("accuracy", "std"), fit_s=("fit_time", "mean"), predict_s=("predict_time", "mean"),
             subjects=("subject", "nunique"),
         ).sort_values("score_mean", ascending=False)  # fmt: skip
-        baselines = [p for p in agg.index if p.startswith(BASELINE_PREFIXES)]
-        best_base = baselines[0] if baselines else agg.index[0]
+        # the best-scoring baseline among those run on the most subjects
+        complete = agg[agg.subjects == agg.subjects.max()].index
+        baselines = [p for p in complete if p.startswith(BASELINE_PREFIXES)]
+        best_base = baselines[0] if baselines else complete[0]
         lines += ["", f"## {dataset}", "", f"Best baseline: **{best_base}**.", ""]
         lines.append("| pipeline | score (mean ± std) | accuracy (mean ± std) | fit s | predict s | subjects | vs baseline: p | SMD |")
         lines.append("|---|---|---|---|---|---|---|---|")
+        versus = _versus_baseline(subj, best_base)
         for name, row in agg.iterrows():
-            p, smd = "", ""
-            if stats is not None and name != best_base:
-                hit = stats[(stats.dataset == dataset) & (stats.pipe1 == name) & (stats.pipe2 == best_base)]
-                if len(hit):
-                    p, smd = f"{hit.p.iloc[0]:.3g}", f"{hit.smd.iloc[0]:+.2f}"
+            p, smd = (f"{versus[name][0]:.3g}", f"{versus[name][1]:+.2f}") if name in versus else ("", "")
             lines.append(
                 f"| {name} | {row.score_mean:.3f} ± {np.nan_to_num(row.score_std):.3f} | "
                 f"{row.acc_mean:.3f} ± {np.nan_to_num(row.acc_std):.3f} | {row.fit_s:.2f} | {row.predict_s:.3f} | "
-                f"{row.subjects} | {p} | {smd} |"
+                f"{int(row.subjects)} | {p} | {smd} |"
             )
         table = subj.pivot(index="subject", columns="pipeline", values="score")[list(agg.index)]
         lines += ["", "Per-subject scores:", "", "| subject | " + " | ".join(table.columns) + " |"]
@@ -80,7 +106,7 @@ def summary_markdown(df: pd.DataFrame, title: str) -> str:
         if len(chosen):
             lines += ["", "Hyper-parameters chosen (first fits):", ""]
             for name, g in chosen.groupby("pipeline"):
-                lines.append(f"- {name}: " + "; ".join(f"s{s}: {p}" for s, p in zip(g.subject[:5], g.params[:5])))
+                lines.append(f"- {name}: " + "; ".join(f"s{s}: {_params_text(p)}" for s, p in zip(g.subject[:5], g.params[:5])))
     lines += ["", "Plots: `scores.png` (per-subject scores), `comparison.png` (pipelines vs the best baseline)."]
     if (df.evaluation == "cross_session").any():
         lines.append("`sessions.png` (score per test session).")

@@ -98,6 +98,18 @@ def test_chosen_params_reads_grid_winners():
     assert json.loads(json.dumps(chosen_params(est)))["C"] in (0.1, 10)
 
 
+def test_chosen_params_short_names_when_paths_agree():
+    from types import SimpleNamespace
+
+    inner = SimpleNamespace(order_=4, lag_=2)
+    search = SimpleNamespace(best_params_={"order": 4, "lag": 2, "C": 1.0},
+                             best_estimator_=SimpleNamespace(steps=[("acm", inner)]))
+    assert chosen_params(SimpleNamespace(steps=[("grid", search)])) == {"order": 4, "lag": 2, "C": 1.0}
+    inner.lag_ = 3  # two paths disagree: keep both qualified, the rest short
+    assert chosen_params(SimpleNamespace(steps=[("grid", search)])) == {
+        "order": 4, "C": 1.0, "grid__lag": 2, "grid__acm__lag": 3}
+
+
 @pytest.mark.slow
 def test_scores_equal_moabbs_own_cross_session_evaluation(tmp_path, data_dir):
     """Leave-one-session-out on BCI IV 2b: our cells reproduce MOABB's evaluation exactly."""
@@ -123,3 +135,25 @@ def test_scores_equal_moabbs_own_cross_session_evaluation(tmp_path, data_dir):
     ).process(load_pipelines(["moabb_mdm"])).sort_values("session")
     assert ours.session.astype(str).tolist() == moabb.session.astype(str).tolist() == ["1", "2", "3", "4", "5"]
     assert np.allclose(ours.score.to_numpy(), moabb.score.to_numpy(), atol=1e-12)
+
+
+def test_summary_of_a_partial_run(tmp_path):
+    """An interrupted run leaves pipelines with fewer subjects: statistics use the subjects
+    both pipelines share, the baseline is one run on every subject, long names are shortened."""
+    from bci.report import summary_markdown
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"dataset": "D", "subject": s, "session": "0", "pipeline": p, "score": sc, "accuracy": sc,
+         "fit_time": 1.0, "predict_time": 0.1, "evaluation": "cross_session", "scoring": "accuracy",
+         "seed": 42, "params": json.dumps({"grid__order": 3, "grid__acm__order": 3}) if p == "ACM" else "{}"}
+        for s in range(1, 7)
+        for p, sc in (("ACM", 0.8 + 0.01 * rng.random()), ("moabb:TS", 0.6 + 0.01 * rng.random()),
+                      ("braindecode:Deep", 0.95))
+        if p != "braindecode:Deep" or s == 1
+    ]
+    text = summary_markdown(pd.DataFrame(rows), "partial")
+    assert "Best baseline: **moabb:TS**" in text
+    acm = next(line for line in text.splitlines() if line.startswith("| ACM |"))
+    assert acm.split("|")[6].strip() == "6" and float(acm.split("|")[7]) < 0.05
+    assert '{"order": 3}' in text
