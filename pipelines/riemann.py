@@ -16,7 +16,8 @@ FgMDM          ``Covariances`` + ``FgMDM``
 =============  =================================================================
 
 Options shared by all: ``estimator`` (covariance estimator, default "oas"),
-``align=True`` (Euclidean alignment of the signals first), ``recenter=True``
+``bands`` (a :class:`~pipelines.filterbank.FilterBank` first: ``[[8, 12], [12, 16], ...]``
+in Hz, the bands stacked as channels), ``align=True`` (Euclidean alignment of the signals first), ``recenter=True``
 (Riemannian re-centering of the SPD matrices; not with a searched ACM+TS+SVM) and
 ``adapt=True`` (both re-estimate their reference on each predicted batch: pass one
 session/run at a time). ``fit_params`` may route ``groups`` to them, e.g.
@@ -36,11 +37,12 @@ from bci.errors import ConfigError
 
 from .alignment import EuclideanAlignment, RiemannianRecentering
 from .augmented import AugmentedCovariances
+from .filterbank import FilterBank
 from .selection import AugmentedGridSearch
 
 RIEMANN_PIPELINES = ("ACM+TS+SVM", "ACM+MDM", "ACM+FgMDM", "TS+SVM", "TS+LR", "MDM", "FgMDM")
 
-_COMMON = {"estimator": "oas", "align": False, "recenter": False, "adapt": False}
+_COMMON = {"estimator": "oas", "bands": None, "align": False, "recenter": False, "adapt": False}
 _ACM = {"order": "auto", "lag": "auto", "max_order": 10, "max_lag": 10, "random_state": None}
 _SEARCH = {
     "selection": "grid",
@@ -86,7 +88,9 @@ def make_riemann_pipeline(name: str, **params) -> Pipeline:
             f"pipeline {name}: unknown parameter(s) {unknown}; accepted: {sorted(_DEFAULTS[name])}"
         )
     p = {**_DEFAULTS[name], **params}
-    steps = [EuclideanAlignment(adapt=p["adapt"])] if p["align"] else []
+    steps = [FilterBank(bands=p["bands"])] if p["bands"] is not None else []
+    if p["align"]:
+        steps.append(EuclideanAlignment(adapt=p["adapt"]))
     if name == "ACM+TS+SVM" and p["selection"] != "fixed":
         if p["selection"] not in ("grid", "auto"):
             raise ConfigError(

@@ -89,3 +89,38 @@ def test_builders_fit_and_report_choices():
         make_riemann_pipeline("MDM", order=2)
     with pytest.raises(ConfigError, match="recenter"):
         make_riemann_pipeline("ACM+TS+SVM", recenter=True)
+
+
+def test_filter_bank_separates_bands_and_feeds_the_builders():
+    from pipelines.filterbank import FilterBank
+
+    sfreq, t = 250.0, np.arange(500) / 250.0
+    rng = np.random.default_rng(3)
+    X = 0.01 * rng.standard_normal((4, 2, t.size))
+    X[:, 0] += np.sin(2 * np.pi * 10 * t)  # channel 0: 10 Hz; channel 1: 22 Hz
+    X[:, 1] += np.sin(2 * np.pi * 22 * t)
+    bands = [[8, 12], [20, 24]]
+    out = FilterBank(bands=bands, sfreq=sfreq).fit(X).transform(X)
+    assert out.shape == (4, 4, t.size)  # band-major: [ch0 8-12, ch1 8-12, ch0 20-24, ch1 20-24]
+    power = (out[..., 100:-100] ** 2).mean(axis=(0, 2))
+    assert power[0] > 0.4 and power[3] > 0.4 and power[1] < 0.01 and power[2] < 0.01
+
+    # class = which channel carries 10 Hz: invisible to broadband power, plain in the 8-12 band
+    y = np.tile([0, 1], 20)
+    Z = 0.3 * rng.standard_normal((40, 2, t.size))
+    Z[np.arange(40), y] += np.sin(2 * np.pi * 10 * t)
+    Z[np.arange(40), 1 - y] += np.sin(2 * np.pi * 22 * t)
+    pipe = make_riemann_pipeline("TS+LR", bands=bands, recenter=True).set_params(filterbank__sfreq=sfreq)
+    assert [type(s).__name__ for s in pipe][:2] == ["FilterBank", "Covariances"]
+    assert np.mean(pipe.fit(Z[:20], y[:20]).predict(Z[20:]) == y[20:]) == 1.0
+
+    with pytest.raises(ConfigError, match="sampling rate"):
+        FilterBank().fit(X)
+    with pytest.raises(ConfigError, match="Nyquist"):
+        FilterBank(bands=[[8, 130]], sfreq=sfreq).fit(X)
+    with pytest.raises(ConfigError, match="low < high"):
+        FilterBank(bands=[[12, 8]], sfreq=sfreq).fit(X)
+    with pytest.raises(DataError, match="too short"):
+        FilterBank(bands=bands, sfreq=sfreq).fit(X).transform(X[..., :20])
+    with pytest.raises(DataError, match="fitted on 2 channels"):
+        FilterBank(bands=bands, sfreq=sfreq).fit(X).transform(X[:, :1])
