@@ -113,8 +113,10 @@ class StreamChannels:
 def stream_channels(info: pylsl.StreamInfo, *, assume_unit: str = "microvolts") -> StreamChannels:
     """Channel names, types and unit factors from ``desc/channels/channel`` of a full info.
 
-    Streams without channel meta-data get ``ch1..chN``; channels without a unit get
-    ``assume_unit`` (most EEG amplifiers publish microvolts); both are logged.
+    Streams without channel meta-data get ``ch1..chN``; electrophysiological channels
+    (EEG, sEEG, ECoG, EOG, EMG, ECG) without a unit get ``assume_unit`` (most amplifiers
+    publish microvolts), trigger and auxiliary channels without one are kept as they are
+    (factor 1); both are logged.
     """
     n = info.channel_count()
     names, types, units = [], [], []
@@ -139,11 +141,13 @@ def stream_channels(info: pylsl.StreamInfo, *, assume_unit: str = "microvolts") 
     for i, unit in enumerate(units):
         factor = UNIT_SCALE.get(unit.lower())
         if factor is None:
+            voltage = types[i] not in ("stim", "misc")
             if unit:
-                log.warning("stream %r channel %s: unknown unit %r, assuming %s", info.name(), names[i], unit, assume_unit)
-            else:
+                log.warning("stream %r channel %s: unknown unit %r, assuming %s", info.name(), names[i], unit,
+                            assume_unit if voltage else "it is not a voltage (kept as is)")
+            elif voltage:
                 missing_unit += 1
-            factor = UNIT_SCALE[assume_unit.lower()]
+            factor = UNIT_SCALE[assume_unit.lower()] if voltage else 1.0
         scale[i] = factor
     if missing_unit:
         log.info("stream %r: %d channels without a unit, assuming %s", info.name(), missing_unit, assume_unit)

@@ -413,3 +413,21 @@ def test_cli_stream_and_replay_errors(tmp_path, capsys):
     assert "not a model folder" in capsys.readouterr().err
     assert main(["stream", "--model", str(tmp_path), "--paradigm", "x.yaml"]) == 2
     assert "add --feedback" in capsys.readouterr().err
+
+
+def test_stream_channels_scale_voltages_only():
+    """EEG without a unit is taken as microvolts; trigger/aux channels are not rescaled."""
+    from realtime.inlet import stream_channels
+
+    info = pylsl.StreamInfo(unique("units"), "EEG", 5, 250.0, pylsl.cf_float32, unique("src"))
+    chans = info.desc().append_child("channels")
+    for label, kind, unit in (("C3", "EEG", ""), ("C4", "EEG", "millivolts"), ("Cz", "EEG", "furlongs"),
+                              ("TRIG", "TRIGGER", ""), ("AUX1", "AUX", "counts")):
+        ch = chans.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("type", kind)
+        if unit:
+            ch.append_child_value("unit", unit)
+    found = stream_channels(info)
+    assert list(found.channels.types) == ["eeg", "eeg", "eeg", "stim", "misc"]
+    np.testing.assert_allclose(found.scale, [1e-6, 1e-3, 1e-6, 1.0, 1.0])
