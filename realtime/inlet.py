@@ -143,8 +143,8 @@ def stream_channels(info: pylsl.StreamInfo, *, assume_unit: str = "microvolts") 
         if factor is None:
             voltage = types[i] not in ("stim", "misc")
             if unit:
-                log.warning("stream %r channel %s: unknown unit %r, assuming %s", info.name(), names[i], unit,
-                            assume_unit if voltage else "it is not a voltage (kept as is)")
+                log.warning("stream %r channel %s: unknown unit %r, %s", info.name(), names[i], unit,
+                            f"assuming {assume_unit}" if voltage else "kept as is (not a voltage channel)")
             elif voltage:
                 missing_unit += 1
             factor = UNIT_SCALE[assume_unit.lower()] if voltage else 1.0
