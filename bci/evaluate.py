@@ -147,8 +147,9 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
-def fill_unset(estimator: BaseEstimator, *, seed: int, sfreq: float) -> BaseEstimator:
-    """Set unset ``random_state``/``seed`` (and shuffled inner CV splits) to ``seed``, ``sfreq`` to the data's rate."""
+def fill_unset(estimator: BaseEstimator, *, seed: int, sfreq: float, scoring: str | None = None) -> BaseEstimator:
+    """Set unset ``random_state``/``seed`` (and shuffled inner CV splits) to ``seed``, ``sfreq`` to the
+    data's rate and, when given, unset ``scoring`` (inner searches) to the evaluation's scoring."""
     update = {}
     for key, value in estimator.get_params(deep=True).items():
         leaf = key.split("__")[-1]
@@ -156,6 +157,8 @@ def fill_unset(estimator: BaseEstimator, *, seed: int, sfreq: float) -> BaseEsti
             update[key] = seed
         elif value is None and leaf == "sfreq":
             update[key] = sfreq
+        elif value is None and leaf == "scoring" and scoring is not None:
+            update[key] = scoring
         elif leaf == "cv" and getattr(value, "shuffle", False) and value.random_state is None:
             update[key] = type(value)(n_splits=value.n_splits, shuffle=True, random_state=seed)
     return estimator.set_params(**update) if update else estimator
@@ -178,7 +181,7 @@ def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float
     Steps that align signals or matrices per group (Euclidean alignment, Riemannian
     re-centering) get the training trials' session (or run) labels as ``groups``.
     """
-    est = fill_unset(clone(pipeline), seed=seed, sfreq=sfreq)
+    est = fill_unset(clone(pipeline), seed=seed, sfreq=sfreq, scoring=scoring)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()

@@ -6,8 +6,9 @@ offline through ``MNE_DATA``), for each subject and the same stratified outer fo
 * ``moabb``: ``GridSearchCV`` over ``AugmentedDataset`` + ``Covariances("cov")`` +
   ``TangentSpace("riemann")`` + ``SVC`` (order x lag x C x kernel, inner
   ``StratifiedKFold(3, shuffle=True)``), built as MOABB's ``AUG_TANG_SVM_grid.yml``;
-* ``grid``: our ``AugmentedGridSearch`` on the same grid and inner folds (OAS
-  matrices, covariances once per (order, lag), shared tangent-space reference);
+* ``grid``: our ``AugmentedGridSearch`` searching exactly as that (same grid, inner
+  folds, scoring, np.cov matrices, tangent-space reference per inner fold, ties) but
+  with covariances computed once per (order, lag);
 * ``auto``: ours with order/lag from AMI + false nearest neighbours (SVC C/kernel
   still cross-validated).
 
@@ -80,7 +81,7 @@ def _ours(selection: str, orders, lags, seed: int):
 
     if selection == "auto":
         return AugmentedGridSearch(orders="auto", lags="auto", random_state=seed, **SVC_GRID)
-    return AugmentedGridSearch(orders=orders, lags=lags, random_state=seed, **SVC_GRID)
+    return AugmentedGridSearch(orders=orders, lags=lags, estimator="cov", reference="fold", random_state=seed, **SVC_GRID)
 
 
 def _chosen(model) -> str:

@@ -5,8 +5,9 @@ A file holds ``name``, ``paradigms``, ``pipeline`` (a list of components, each
 MOABB's benchmark pipelines drop in unchanged. Files are read with ``yaml.safe_load``
 and built with MOABB's :func:`~moabb.pipelines.utils.create_pipeline_from_config`; only
 components from the modules in :data:`ALLOWED_MODULES` may be named. A ``param_grid``
-wraps the pipeline in a :class:`~sklearn.model_selection.GridSearchCV` with a stratified
-inner 5-fold split, as MOABB's evaluations do.
+wraps the pipeline in a :class:`~sklearn.model_selection.GridSearchCV` as MOABB's
+evaluations do: a shuffled stratified inner 3-fold split and the evaluation's scoring
+(``bci evaluate`` fills the seed and the scoring in).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def build_pipeline(spec: dict, path: Path | str = "<config>"):
         unknown = sorted(set(grid) - set(pipeline.get_params()))
         if unknown:
             raise ConfigError(f"{path}: param_grid: {unknown[0]!r} is not a parameter of the pipeline")
-        pipeline = GridSearchCV(pipeline, grid, cv=StratifiedKFold(5, shuffle=True), refit=True)
+        pipeline = GridSearchCV(pipeline, grid, cv=StratifiedKFold(3, shuffle=True), refit=True)
     return pipeline
 
 

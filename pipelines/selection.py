@@ -272,8 +272,10 @@ class AugmentedGridSearch(ClassifierMixin, BaseEstimator):
     cv : int | CV splitter
         Inner cross-validation; an int means ``StratifiedKFold(cv, shuffle=True,
         random_state=random_state)`` (MOABB's inner CV is 3 such folds).
-    scoring : str
-        scikit-learn scorer name ("roc_auc" as MOABB for two classes).
+    scoring : str | None
+        scikit-learn scorer name; None: the evaluation's scoring when ``bci evaluate``
+        runs it (as MOABB's inner search), else "roc_auc" for two classes, "accuracy"
+        for more.
     max_order, max_lag : int
         Search ranges of the "auto" selections.
     n_jobs : int
@@ -304,7 +306,7 @@ class AugmentedGridSearch(ClassifierMixin, BaseEstimator):
         metric="riemann",
         reference="shared",
         cv=3,
-        scoring="roc_auc",
+        scoring=None,
         max_order=10,
         max_lag=10,
         n_jobs=1,
@@ -336,7 +338,9 @@ class AugmentedGridSearch(ClassifierMixin, BaseEstimator):
             orders = (
                 select_order_fnn(X, lags[0], self.max_order, random_state=self.random_state),
             )
-        pairs = list(product(orders, lags))
+        # lag-major, as GridSearchCV walks MOABB's grid (keys sorted: lag before order), so
+        # that tied scores pick the same point (the first)
+        pairs = [(order, lag) for lag in lags for order in orders]
         _, C, T = X.shape
         for order, lag in pairs:  # a clear error before any long work starts
             check_augmentation(C, T, order, lag, self.estimator)
@@ -363,7 +367,7 @@ class AugmentedGridSearch(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"reference must be 'shared' or 'fold'; found {self.reference!r}")
         args = (
             self.estimator, self.shrinkage, self.metric, self.reference == "shared",
-            folds, svc_grid, _scorer(self.scoring, self.classes_),
+            folds, svc_grid, _scorer(self.scoring or ("roc_auc" if len(self.classes_) == 2 else "accuracy"), self.classes_),
         )
         with parallel_config(backend="loky", inner_max_num_threads=1):  # no BLAS oversubscription
             results = Parallel(n_jobs=self.n_jobs, return_as="generator")(

@@ -174,6 +174,10 @@ def test_grid_search_fold_reference_matches_moabb_gridsearchcv():
     for o, lag, c, k, s in zip(r["order"], r["lag"], r["C"], r["kernel"], r["mean_test_score"]):
         assert s == pytest.approx(key[(o, lag, c, k)], abs=1e-9)
     assert ours.best_score_ == pytest.approx(theirs.best_score_, abs=1e-9)
+    best = theirs.best_params_  # ties broken alike: the first point in GridSearchCV's order
+    assert ours.best_params_ == {"order": best["augmenteddataset__order"], "lag": best["augmenteddataset__lag"],
+                                 "C": best["svc__C"], "kernel": best["svc__kernel"]}
+    np.testing.assert_allclose(ours.decision_function(X), theirs.decision_function(X), atol=1e-8)
 
 
 def test_grid_search_errors_before_work():

@@ -157,3 +157,17 @@ def test_summary_of_a_partial_run(tmp_path):
     acm = next(line for line in text.splitlines() if line.startswith("| ACM |"))
     assert acm.split("|")[6].strip() == "6" and float(acm.split("|")[7]) < 0.05
     assert '{"order": 3}' in text
+
+
+def test_param_grid_searched_as_moabb_does():
+    """A MOABB-format param_grid gets MOABB's inner search: 3 shuffled stratified folds seeded
+    by the evaluation, and the evaluation's scoring (so does our ACM grid)."""
+    from bci.evaluate import fill_unset
+    from pipelines.registry import load_pipelines
+
+    pipes = load_pipelines(["moabb_acm_grid", "acm_ts_svm_grid"])
+    theirs = fill_unset(pipes["moabb:ACM+TS+SVM"], seed=42, sfreq=160.0, scoring="roc_auc")
+    assert (theirs.cv.n_splits, theirs.cv.shuffle, theirs.cv.random_state, theirs.scoring) == (3, True, 42, "roc_auc")
+    ours = fill_unset(pipes["ACM+TS+SVM"], seed=42, sfreq=160.0, scoring="accuracy")
+    search = {k.rsplit("__", 1)[-1]: v for k, v in ours.get_params().items() if "augmentedgridsearch__" in k}
+    assert [search[k] for k in ("cv", "random_state", "scoring", "estimator", "reference")] == [3, 42, "accuracy", "cov", "fold"]
