@@ -12,7 +12,8 @@ from . import quiet_liblsl
 
 
 def _terminate_as_interrupt() -> None:
-    """SIGTERM (a service manager, ``kill``) stops as cleanly as Ctrl-C."""
+    """SIGTERM (a service manager, ``kill``) stops as cleanly as Ctrl-C, and Ctrl-C works even
+    when the process was started in the background (which starts it with SIGINT ignored)."""
     import signal
 
     def interrupt(signum, frame):
@@ -20,6 +21,7 @@ def _terminate_as_interrupt() -> None:
 
     try:
         signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # inherited as ignored when started in the background
     except ValueError:  # not the main thread (e.g. called from a test thread)
         pass
 

@@ -831,8 +831,9 @@ def main(args) -> int:
         raise StreamError("bci record needs --source NAME (the signal stream to record), or --recover")
     recorder = Recorder(args.source, args.out, markers=args.markers or "auto", seconds=args.seconds,
                         flush_s=args.flush, timeout=args.timeout)
-    # SIGTERM (a service manager, `kill`) closes the file like Ctrl-C does
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM (a service manager, `kill`) closes the file like Ctrl-C does; Ctrl-C itself is
+    # re-armed, since a process started in the background inherits SIGINT ignored
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         recorder.open()
         inlet = recorder.inlet
@@ -857,6 +858,7 @@ def main(args) -> int:
 
         summary = recorder.run(on_progress=progress)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"wrote {summary.describe()}", flush=True)
     return 0

@@ -164,8 +164,11 @@ def test_killed_recorder_leaves_readable_parts_and_ctrl_c_closes_cleanly(source_
     outs = {k: tmp_path / f"{k}.fif" for k in names}
     # each replay starts when its recorder is connected, so recordings start at sample 0
     replays = {k: Replay(source_run, n, speed=4.0, wait_for_consumer=30.0).start() for k, n in names.items()}
+    # started with SIGINT ignored, as a shell starts background jobs: Ctrl-C must still work
     procs = {k: subprocess.Popen(_record_cmd(n, outs[k], "--flush", "0.3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True, env=_env(), cwd=ROOT) for k, n in names.items()}  # fmt: skip
+                                 text=True, env=_env(), cwd=ROOT,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+             for k, n in names.items()}  # fmt: skip
     try:
         for k in names:
             wait_until(lambda k=k: len(complete_parts(parts_dir(outs[k]))) >= 3 or procs[k].poll() is not None, 40,
