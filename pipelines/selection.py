@@ -32,8 +32,6 @@ from itertools import product
 import numpy as np
 from scipy.stats import rankdata
 from joblib import Parallel, delayed, parallel_config
-from pyriemann.geometry.mean import mean_riemann
-from pyriemann.geometry.tangentspace import tangent_space
 from pyriemann.tangentspace import TangentSpace
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import get_scorer
@@ -219,23 +217,16 @@ def _score_order_lag(X, y, order, lag, estimator, shrinkage, metric, shared, fol
 
     The augmented covariances are computed once for all trials; the tangent space is
     fitted once on all of them (``shared``: its reference uses no label) or once per
-    fold on the fold's training part. Per fold, the affine-invariant (``"riemann"``)
-    mean - an iterative gradient descent and most of the search's cost - starts from
-    the mean of all trials, a few steps from the fold's, instead of from the Euclidean
-    mean: the same fixed point to its tolerance, several times fewer iterations.
-    Returns ``(scores, covs, ts)`` with ``ts`` the fitted ``TangentSpace`` of all trials.
+    fold on the fold's training part. Returns ``(scores, covs, ts)`` with ``ts`` the
+    shared fitted ``TangentSpace`` (None per fold).
     """
     covs = augmented_covariances(X, order, lag, estimator, shrinkage)
-    ts = TangentSpace(metric=metric).fit(covs)
-    feats = ts.transform(covs)
+    ts = TangentSpace(metric=metric).fit(covs) if shared else None
+    feats = ts.transform(covs) if shared else None
     scores = np.empty((len(svc_grid), len(folds)))
     for f, (train, test) in enumerate(folds):
         if not shared:
-            if metric == "riemann":
-                reference = mean_riemann(covs[train], init=ts.reference_)
-                feats = tangent_space(covs, reference, metric=metric)
-            else:
-                feats = TangentSpace(metric=metric).fit(covs[train]).transform(covs)
+            feats = TangentSpace(metric=metric).fit(covs[train]).transform(covs)
         for s, params in enumerate(svc_grid):
             clf = SVC(**params).fit(feats[train], y[train])
             scores[s, f] = scorer(clf, feats[test], y[test])
@@ -276,9 +267,8 @@ class AugmentedGridSearch(ClassifierMixin, BaseEstimator):
         Where the tangent-space reference (the ``metric`` mean) is estimated during the
         search. "shared": once per (order, lag) on all training trials - it uses no
         label, and the refit reuses it, so the search costs one mean per (order, lag).
-        "fold": on each inner fold's training part, as ``GridSearchCV`` over MOABB's
-        pipeline does (same means to the mean's tolerance; each fold's descent starts
-        from the all-trials mean, so it costs a few iterations, not a full descent).
+        "fold": on each inner fold's training part, exactly as ``GridSearchCV`` over
+        MOABB's pipeline (``cv`` times the means).
     cv : int | CV splitter
         Inner cross-validation; an int means ``StratifiedKFold(cv, shuffle=True,
         random_state=random_state)`` (MOABB's inner CV is 3 such folds).
@@ -403,7 +393,7 @@ class AugmentedGridSearch(ClassifierMixin, BaseEstimator):
         self.best_params_ = {"order": order, "lag": lag, **params}
         self.best_score_ = float(best[0])
         acm = AugmentedCovariances(order, lag, self.estimator, self.shrinkage).fit(X)
-        # ts: the tangent space of all training trials at the best (order, lag)
+        ts = ts if ts is not None else TangentSpace(metric=self.metric).fit(covs)
         svc = SVC(**params).fit(ts.transform(covs), y)
         self.best_estimator_ = Pipeline(
             [("augmentedcovariances", acm), ("tangentspace", ts), ("svc", svc)]
