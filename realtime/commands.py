@@ -11,7 +11,7 @@ from bci.errors import BCIError
 from . import quiet_liblsl
 
 
-def _terminate_as_interrupt() -> None:
+def stop_signals_interrupt() -> None:
     """SIGTERM (a service manager, ``kill``) stops as cleanly as Ctrl-C, and Ctrl-C works even
     when the process was started in the background (which starts it with SIGINT ignored)."""
     import signal
@@ -29,7 +29,7 @@ def _terminate_as_interrupt() -> None:
 def replay(args) -> int:
     """``bci replay FILE [--name NAME] [--speed X] [--loop]``: play until the end or Ctrl-C."""
     quiet_liblsl()
-    _terminate_as_interrupt()
+    stop_signals_interrupt()
     from .replay import Replay
 
     player = Replay(args.file, args.name, speed=args.speed, loop=args.loop)
@@ -59,7 +59,7 @@ def stream(args) -> int:
     if getattr(args, "paradigm", None) and not getattr(args, "feedback", False):
         raise BCIError("--paradigm runs its cues in the feedback view: add --feedback")
     quiet_liblsl()
-    _terminate_as_interrupt()
+    stop_signals_interrupt()
     from .decoder import Decoder, DecoderConfig
 
     config = DecoderConfig.load(getattr(args, "config", None))

@@ -818,9 +818,8 @@ class Recorder:
 def main(args) -> int:
     """``bci record --source NAME --out FILE.fif [--markers NAME] [--seconds S] [--flush S]``
     and ``bci record --recover FILE.fif``."""
-    import signal
-
     from . import quiet_liblsl
+    from .commands import stop_signals_interrupt
 
     quiet_liblsl()
     if args.recover:
@@ -831,34 +830,28 @@ def main(args) -> int:
         raise StreamError("bci record needs --source NAME (the signal stream to record), or --recover")
     recorder = Recorder(args.source, args.out, markers=args.markers or "auto", seconds=args.seconds,
                         flush_s=args.flush, timeout=args.timeout)
-    # SIGTERM (a service manager, `kill`) closes the file like Ctrl-C does; Ctrl-C itself is
-    # re-armed, since a process started in the background inherits SIGINT ignored
-    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        recorder.open()
-        inlet = recorder.inlet
-        print(
-            f"recording {inlet.describe()}"
-            + (f" + markers {recorder.markers_name!r}" if recorder.markers_name else " (no marker stream)")
-            + f" to {recorder.out}" + (f" for {args.seconds:g} s" if args.seconds else "; Ctrl-C to stop"),
-            flush=True,
-        )
-        if not inlet.described.labelled:
-            n = len(inlet.channels)
-            print(f"note: the stream has no channel labels; its {n} channels are saved as ch1..ch{n}", flush=True)
-        last = [time.monotonic()]
+    stop_signals_interrupt()  # SIGTERM and Ctrl-C close the file alike
+    recorder.open()
+    inlet = recorder.inlet
+    print(
+        f"recording {inlet.describe()}"
+        + (f" + markers {recorder.markers_name!r}" if recorder.markers_name else " (no marker stream)")
+        + f" to {recorder.out}" + (f" for {args.seconds:g} s" if args.seconds else "; Ctrl-C to stop"),
+        flush=True,
+    )
+    if not inlet.described.labelled:
+        n = len(inlet.channels)
+        print(f"note: the stream has no channel labels; its {n} channels are saved as ch1..ch{n}", flush=True)
+    last = [time.monotonic()]
 
-        def progress(rec: Recorder) -> None:
-            now = time.monotonic()
-            if now - last[0] >= 5.0:
-                last[0] = now
-                state = " (stream lost, waiting)" if rec.stream_lost else ""
-                state += " (marker stream lost)" if rec.markers_lost else ""
-                print(f"  {rec.n_samples / rec.inlet.sfreq:8.1f} s, {rec.writer.n_markers} markers{state}", flush=True)
+    def progress(rec: Recorder) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5.0:
+            last[0] = now
+            state = " (stream lost, waiting)" if rec.stream_lost else ""
+            state += " (marker stream lost)" if rec.markers_lost else ""
+            print(f"  {rec.n_samples / rec.inlet.sfreq:8.1f} s, {rec.writer.n_markers} markers{state}", flush=True)
 
-        summary = recorder.run(on_progress=progress)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    summary = recorder.run(on_progress=progress)
     print(f"wrote {summary.describe()}", flush=True)
     return 0

@@ -189,3 +189,30 @@ def test_grid_search_errors_before_work():
         AugmentedGridSearch(orders="best").fit(X, y)
     with pytest.raises(DataError, match="2 classes"):
         AugmentedGridSearch(orders=(1,), lags=(1,)).fit(X, np.zeros(6))
+
+
+def test_grid_search_breaks_ties_in_gridsearchcv_order():
+    """Class = sign of a 3-sample lagged coupling: invisible at order 1, perfectly separable
+    at (order 2, lag 3) and (order 4, lag 1). GridSearchCV walks lags before orders and keeps
+    the first best, (4, 1); so must ours, or it reports another point than MOABB's."""
+    from moabb.pipelines.features import AugmentedDataset
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(11)
+    y = np.repeat([0, 1], 15)
+    X = rng.standard_normal((30, 2, 240))
+    X[:, 1, 3:] += np.where(y == 1, 1.0, -1.0)[:, None] * X[:, 0, :-3]
+    ours = AugmentedGridSearch(orders=(1, 2, 4), lags=(1, 3), Cs=(1.0,), kernels=("linear",),
+                               estimator="cov", reference="fold", random_state=0).fit(X, y)
+    theirs = GridSearchCV(
+        make_pipeline(AugmentedDataset(), Covariances("cov"), TangentSpace(), SVC(kernel="linear")),
+        {"augmenteddataset__order": [1, 2, 4], "augmenteddataset__lag": [1, 3]},
+        cv=StratifiedKFold(3, shuffle=True, random_state=0), scoring="roc_auc",
+    ).fit(X, y)
+    assert theirs.best_score_ == ours.best_score_ == 1.0
+    assert (ours.best_params_["order"], ours.best_params_["lag"]) == (
+        theirs.best_params_["augmenteddataset__order"], theirs.best_params_["augmenteddataset__lag"]) == (4, 1)
