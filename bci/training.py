@@ -40,7 +40,7 @@ from .preprocess import Preprocessor, epochs_from_annotations
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = {"pipeline", "task", "channels", "events", "tmin", "tmax", "hop", "recordings", "window", "labels"}
+TRAIN_KEYS = {"pipeline", "task", "channels", "events", "tmin", "tmax", "hop", "recordings", "window", "labels", "scoring"}
 TASKS = ("classification", "seizure")
 DATA_TYPES = ("eeg", "seeg", "ecog")
 
@@ -82,6 +82,12 @@ def validate_train_section(cfg: Config) -> dict:
         raise cfg.error("train.channels", f"expected a list of channel names, found {channels!r}")
     if not cfg.get("datasets") and not section.get("recordings"):
         raise cfg.error("train", "no data: name MOABB 'datasets' or local 'train.recordings'")
+    scoring = section.get("scoring")
+    if scoring is not None:
+        from sklearn.metrics import get_scorer_names
+
+        if scoring not in get_scorer_names():
+            raise cfg.error("train.scoring", f"unknown scikit-learn scorer {scoring!r} (e.g. roc_auc, accuracy, balanced_accuracy)")
     return section
 
 
@@ -216,7 +222,10 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     if align:
         alignment = pre.fit_alignment(X).alignment_
         X = pre.align(X)
-    estimator = fill_unset(estimator, seed=cfg["seed"], sfreq=data.sfreq)
+    # Inner searches (param_grid, ACM grid) score as MOABB's evaluations do unless the
+    # config says otherwise: ROC-AUC for two classes, accuracy for more.
+    scoring = section.get("scoring") or ("roc_auc" if len(data.classes) == 2 else "accuracy")
+    estimator = fill_unset(estimator, seed=cfg["seed"], sfreq=data.sfreq, scoring=scoring)
     calibration = None
     if not hasattr(estimator, "predict_proba"):
         # Live decoding needs probabilities: Platt scaling on out-of-fold decision values,
@@ -246,7 +255,7 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
         metadata={
             "seed": cfg["seed"], "config": Path(cfg.path).name, "trained_on": data.sources,
             "n_windows": counts, "fit_seconds": round(fit_time, 3), "train_accuracy": train_accuracy,
-            "chosen_params": chosen, "calibration": calibration,
+            "chosen_params": chosen, "search_scoring": scoring, "calibration": calibration,
             "versions": {"sklearn": sklearn.__version__, "mne": mne.__version__, **_versions()},
         },
     )  # fmt: skip

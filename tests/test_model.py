@@ -23,6 +23,7 @@ def test_saved_model_round_trip(trained_model_dir):
     assert list(model.input_channels.names) == ["FC3", "FC4", "C3", "Cz", "C4", "CP3", "CP4"]
     assert model.metadata["seed"] == 7 and sum(model.metadata["n_windows"].values()) == 45
     assert "sigmoid" in model.metadata["calibration"]  # SVC gets calibrated probabilities
+    assert model.metadata["search_scoring"] == "roc_auc"  # MOABB's convention for two classes
     # only code-free formats on disk
     assert sorted(p.name for p in trained_model_dir.iterdir()) == ["estimator.skops", "model.json"]
     rng = np.random.default_rng(0)
@@ -62,6 +63,27 @@ def test_deep_model_saves_weights_only(tmp_path, data_dir):
     weights = loaded.channel_weights(X)
     assert weights.shape == (3, 7)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("scoring", [None, "balanced_accuracy"])
+def test_inner_search_scores_as_configured(tmp_path, data_dir, monkeypatch, scoring):
+    """A param_grid pipeline's GridSearchCV scores with train.scoring, else ROC-AUC (2 classes)."""
+    from sklearn.model_selection import GridSearchCV
+
+    spec = {"name": "LR grid", "paradigms": ["LeftRightImagery"], "pipeline": [
+        {"name": "Covariances", "from": "pyriemann.estimation", "parameters": {"estimator": "oas"}},
+        {"name": "TangentSpace", "from": "pyriemann.tangentspace"},
+        {"name": "LogisticRegression", "from": "sklearn.linear_model"}],
+        "param_grid": {"logisticregression__C": [0.1, 1.0]}}  # fmt: skip
+    (tmp_path / "grid.yml").write_text(yaml.safe_dump(spec))
+    seen = []
+    fit = GridSearchCV.fit
+    monkeypatch.setattr(GridSearchCV, "fit", lambda self, *a, **k: (seen.append(self.scoring), fit(self, *a, **k))[1])
+    extra = {"scoring": scoring} if scoring else {}
+    model = train(train_config(tmp_path, pipeline=str(tmp_path / "grid.yml"), **extra), tmp_path / "m", progress=False)
+    assert seen == [scoring or "roc_auc"]
+    assert model.metadata["search_scoring"] == (scoring or "roc_auc")
+    assert set(model.metadata["chosen_params"]) == {"C"}
 
 
 def test_cli_train_and_predict(tmp_path, data_dir, capsys):
@@ -112,6 +134,11 @@ def test_train_config_errors(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "no trials" in capsys.readouterr().err
+    cfg["train"]["scoring"] = "roc-auc"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "train.scoring: unknown scikit-learn scorer 'roc-auc'" in capsys.readouterr().err
+    del cfg["train"]["scoring"]
     cfg["train"]["pipeline"] = "no_such_pipeline"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--out", str(tmp_path / "o")]) == 2
