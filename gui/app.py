@@ -38,6 +38,7 @@ DEFAULTS = {
     "alarm": {"threshold": 0.5, "duration_s": 10.0, "smoothing_s": 5.0, "top_channels": 3},
     "dsa": {"group": "All", "fmax": 30.0, "step_s": 2.0},
     "event_log": "~/.local/share/bci-app/events.sqlite", "window_size": [1600, 950],
+    "outlet_name": "bci-seizure", "marker_name": "bci-seizure-markers",
 }  # fmt: skip
 _NUMBER = (int, float)
 _CHECKS = {
@@ -58,6 +59,8 @@ _CHECKS = {
     "contribution_top": (lambda v: isinstance(v, int) and v > 0, "a channel count (> 0)"),
     "event_log": (lambda v: isinstance(v, str) and v, "a file path"),
     "window_size": (lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 100 for x in v), "[width, height] in pixels"),
+    "outlet_name": (lambda v: isinstance(v, str) and v, "an LSL stream name"),
+    "marker_name": (lambda v: isinstance(v, str) and v, "an LSL stream name"),
 }  # fmt: skip
 _SUB = {
     "alarm": {
@@ -157,9 +160,14 @@ class Session:
                                 lost_after_s=cfg["lost_after_s"], timeout=timeout, on_event=self._on_stream_event)  # fmt: skip
             self.feed.start()
             if model is not None:
+                from realtime.decoder import DecoderConfig
+
                 from .decoding import DetectorThread
 
-                self.decoder = DetectorThread(model, self.feed, self.monitor, self.event_log).start()
+                # its own LSL names, so that a `bci stream` beside it keeps "bci-out" unambiguous
+                config = DecoderConfig.load(lost_after_s=self.feed.lost_after_s, outlet_name=cfg["outlet_name"],
+                                            marker_name=cfg["marker_name"])  # fmt: skip
+                self.decoder = DetectorThread(model, self.feed, self.monitor, self.event_log, config).start()
             from .window import DashboardWindow
 
             ensure_qapp()

@@ -425,6 +425,11 @@ def test_live_detector_on_malow_and_a_failing_detector_never_freezes_traces(qapp
         assert sorted(w.contrib.weights) == sorted(dec.model.channels)  # the detector's per-channel probabilities
         assert pump(qapp, lambda: "p50/p99" in w.status_labels["latency"].text(), 5)
         assert "BP+LR" in w.status_labels["model"].text()
+        # it publishes under its own LSL names, never as a `bci stream` decoder's "bci-out"
+        import pylsl
+
+        names = {i.name() for i in pylsl.resolve_streams(1.0) if i.source_id().endswith(dec.model.name)}
+        assert names == {"bci-seizure", "bci-seizure-markers"}, names
         # a slow detector: the traces keep moving
         model = dec.model
         real = model.predict_proba
