@@ -18,6 +18,9 @@ It adds what raw arrays from MOABB need before they reach a network:
   :class:`mne.Epochs` or the ``sfreq`` parameter;
 - **seeding**: ``seed`` fixes weight initialisation, batch order, dropout and the
   validation split, so two fits on the same data and threads give the same model.
+  Unset (``None``), ``bci evaluate``/``bci train`` fill in the config's seed; a
+  standalone fit draws one from NumPy's global generator (scikit-learn's
+  ``random_state=None``) and keeps it as ``seed_``.
 
 Training recipe (DBConformer paper): Adam, learning rate 1e-3, batch size 32,
 cross-entropy, a fixed number of epochs (``validation=None``, the paper's
@@ -111,8 +114,9 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         the validation loss; ``None`` trains for ``max_epochs`` on all trials.
     patience : int
         Early-stopping patience in epochs (used only with ``validation``).
-    seed : int
-        Random seed for initialisation, batch order, dropout and the split.
+    seed : int or None
+        Random seed for initialisation, batch order, dropout and the split;
+        ``None`` draws one at ``fit``.
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
     verbose : int
@@ -124,6 +128,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         The class labels.
     scale_ : float
         The amplitude factor applied to inputs.
+    seed_ : int
+        The seed the fit used (``seed``, or the one drawn).
     module_kwargs_ : dict
         Constructor arguments of the fitted module (signal parameters included).
     net_ : braindecode.EEGClassifier
@@ -143,7 +149,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         weight_decay: float = 0.0,
         validation: float | None = None,
         patience: int = 20,
-        seed: int = 42,
+        seed: int | None = None,
         device: str = "cpu",
         verbose: int = 0,
     ):
@@ -176,7 +182,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         if self.validation is not None:
             if not 0.0 < float(self.validation) < 1.0:
                 raise ConfigError(f"validation must be a fraction in (0, 1) or None; got {self.validation!r}")
-            train_split = ValidSplit(float(self.validation), stratified=True, random_state=self.seed)
+            train_split = ValidSplit(float(self.validation), stratified=True, random_state=self.seed_)
             callbacks.append(("early_stopping", EarlyStopping(patience=self.patience, load_best=True)))
         return EEGClassifier(
             _model_class(self.model),
@@ -242,7 +248,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
 
             # 1 s segments at the data rate unless given (the reference: 5 s at 512 Hz)
             self.module_kwargs_["segment_len"] = segment_samples(sfreq, 1.0)
-        torch.manual_seed(self.seed)
+        self.seed_ = int(self.seed) if self.seed is not None else int(np.random.randint(2**31 - 1))
+        torch.manual_seed(self.seed_)
         self.net_ = self._build_net(self.module_kwargs_)
         self.net_.fit((X * scale).astype(np.float32), encoder.transform(y).astype(np.int64))
         return self
@@ -274,6 +281,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             "params": self.get_params(),
             "classes": self.classes_.tolist(),
             "scale": self.scale_,
+            "seed": self.seed_,
             "module_kwargs": dict(self.module_kwargs_),
             "state_dict": {k: v.detach().cpu() for k, v in self.net_.module_.state_dict().items()},
         }
@@ -285,6 +293,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             clf = cls(**checkpoint["params"])
             clf.classes_ = np.asarray(checkpoint["classes"])
             clf.scale_ = float(checkpoint["scale"])
+            clf.seed_ = checkpoint.get("seed", checkpoint["params"].get("seed"))
             clf.module_kwargs_ = dict(checkpoint["module_kwargs"])
             clf.net_ = clf._build_net(clf.module_kwargs_).initialize()
             clf.net_.module_.load_state_dict(checkpoint["state_dict"])

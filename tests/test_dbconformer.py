@@ -144,6 +144,19 @@ def test_seed_makes_training_deterministic():
     np.testing.assert_allclose(p1.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_evaluation_seed_reaches_the_network():
+    """An unset seed is the config's in bci evaluate/train; standalone, one is drawn and kept."""
+    from bci.evaluate import fill_unset
+
+    X, y = _synthetic_task(n_trials=32, n_chans=4, n_times=125)
+    assert fill_unset(make_deep_pipeline("DBConformer"), seed=7, sfreq=125.0).seed == 7
+    assert fill_unset(make_deep_pipeline("DBConformer", seed=3), seed=7, sfreq=125.0).seed == 3  # given: kept
+    drawn = DeepClassifier("DBConformer", sfreq=125.0, max_epochs=2).fit(X, y)
+    again = DeepClassifier("DBConformer", sfreq=125.0, max_epochs=2, seed=drawn.seed_).fit(X, y)
+    np.testing.assert_array_equal(drawn.predict_proba(X), again.predict_proba(X))
+    assert DeepClassifier.from_checkpoint(drawn.to_checkpoint()).seed_ == drawn.seed_
+
+
 def test_checkpoint_round_trip(tmp_path):
     X, y = _synthetic_task(n_trials=32, n_chans=4, n_times=125)
     clf = make_deep_pipeline("DBConformer", sfreq=125.0, max_epochs=2, temporal_depth=1, seed=0).fit(X, y)
