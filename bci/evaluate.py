@@ -83,6 +83,14 @@ class Split:
     session: str
     train: np.ndarray
     test: np.ndarray
+    #: Test sessions scored apart after one fit, ``(label, indices)`` each (a holdout of
+    #: several sessions, as BCI IV 2b's 4 and 5): one row per session, as MOABB's
+    #: cross-session scores, and test-time alignment sees one session at a time.
+    #: ``None``: ``test`` is scored as one.
+    parts: list[tuple[str, np.ndarray]] | None = None
+
+    def scored(self) -> list[tuple[str, np.ndarray]]:
+        return self.parts or [(self.session, self.test)]
 
 
 def make_splits(kind: str, params: dict, y: np.ndarray, meta: pd.DataFrame, seed: int) -> list[Split]:
@@ -105,7 +113,9 @@ def make_splits(kind: str, params: dict, y: np.ndarray, meta: pd.DataFrame, seed
         if "train_sessions" in params or "test_sessions" in params:
             holdout = GroupHoldout(params.get("train_sessions"), params.get("test_sessions"))
             for train, test in holdout.split(meta, y, sessions):
-                splits.append(Split(meta.subject[0], "+".join(sorted(sessions[test].unique(), key=_chronological_key)), train, test))
+                names = sorted(sessions[test].unique(), key=_chronological_key)
+                parts = [(n, test[sessions[test].to_numpy() == n]) for n in names]
+                splits.append(Split(meta.subject[0], "+".join(names), train, test, parts if len(parts) > 1 else None))
         else:
             for train, test in CrossSessionSplitter().split(y, meta):
                 splits.append(Split(meta.subject[test[0]], str(meta.session[test[0]]), train, test))
@@ -175,34 +185,38 @@ def _group_fit_params(estimator, groups: np.ndarray) -> dict:
     return params
 
 
-def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float, groups: np.ndarray) -> dict:
-    """Fit on the split's training trials, score on its test trials.
+def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float, groups: np.ndarray) -> list[dict]:
+    """Fit on the split's training trials, score on its test trials: one result per
+    scored part (:meth:`Split.scored`), each with its ``session`` label.
 
     Steps that align signals or matrices per group (Euclidean alignment, Riemannian
     re-centering) get the training trials' session (or run) labels as ``groups``.
     """
     est = fill_unset(clone(pipeline), seed=seed, sfreq=sfreq, scoring=scoring)
+    scored = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
         est.fit(X[split.train], y[split.train], **_group_fit_params(est, groups[split.train]))
         fit_time = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        score = get_scorer(scoring)(est, X[split.test], y[split.test])
-        accuracy = accuracy_score(y[split.test], est.predict(X[split.test]))
-        predict_time = time.perf_counter() - t0
+        for session, test in split.scored():
+            t0 = time.perf_counter()
+            score = get_scorer(scoring)(est, X[test], y[test])
+            accuracy = accuracy_score(y[test], est.predict(X[test]))
+            scored.append((session, test, score, accuracy, time.perf_counter() - t0))
     messages = sorted({str(w.message).splitlines()[0][:100] for w in caught if not issubclass(w.category, (FutureWarning, DeprecationWarning))})
-    return {
-        "score": float(score),
-        "accuracy": float(accuracy),
+    common = {
         "time": fit_time,
         "fit_time": fit_time,
-        "predict_time": predict_time,
         "samples": int(len(split.train)),
-        "n_test": int(len(split.test)),
         "params": json.dumps(chosen_params(est), sort_keys=True),
         "warnings": "; ".join(f"{m} (x{sum(str(w.message).startswith(m) for w in caught)})" for m in messages),
     }
+    return [
+        {"session": session, "score": float(score), "accuracy": float(accuracy), "predict_time": predict_time,
+         "n_test": int(len(test)), **common}
+        for session, test, score, accuracy, predict_time in scored
+    ]  # fmt: skip
 
 
 class ResultsFile:
@@ -338,15 +352,14 @@ class SubjectData:
 
 
 def cell_rows(dataset_code: str, name: str, pipeline, data: SubjectData, kind: str, scoring: str, seed: int) -> list[dict]:
-    """The results.csv rows of one (dataset, subject, pipeline) cell: one per split."""
+    """The results.csv rows of one (dataset, subject, pipeline) cell: one per scored test part."""
     rows = []
     for split in data.splits:
-        cell = run_cell(pipeline, data.X, data.y, split, scoring, seed, data.sfreq, data.groups)
-        rows.append({
-            "dataset": dataset_code, "subject": split.subject, "session": split.session,
-            "pipeline": name, "channels": data.X.shape[1], "n_sessions": data.meta.session.nunique(),
-            "evaluation": kind, "scoring": scoring, "seed": seed, **cell,
-        })  # fmt: skip
+        for cell in run_cell(pipeline, data.X, data.y, split, scoring, seed, data.sfreq, data.groups):
+            rows.append({
+                "dataset": dataset_code, "subject": split.subject, "pipeline": name, "channels": data.X.shape[1],
+                "n_sessions": data.meta.session.nunique(), "evaluation": kind, "scoring": scoring, "seed": seed, **cell,
+            })  # fmt: skip
     return rows
 
 
