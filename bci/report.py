@@ -106,6 +106,7 @@ def summary_markdown(df: pd.DataFrame, title: str) -> str:
         if len(chosen):
             lines += ["", "Hyper-parameters chosen (first fits):", ""]
             for name, g in chosen.groupby("pipeline"):
+                g = g.drop_duplicates(["subject", "params", "fit_time"])  # the rows of one fit (test sessions) once
                 lines.append(f"- {name}: " + "; ".join(f"s{s}: {_params_text(p)}" for s, p in zip(g.subject[:5], g.params[:5])))
     lines += ["", "Plots: `scores.png` (per-subject scores), `comparison.png` (pipelines vs the best baseline)."]
     if (df.evaluation == "cross_session").any():

@@ -167,7 +167,9 @@ def test_summary_of_a_partial_run(tmp_path):
                       ("braindecode:Deep", 0.95))
         if p != "braindecode:Deep" or s == 1
     ]
+    rows.insert(1, {**rows[0], "session": "1"})  # a second test session of the same fit
     text = summary_markdown(pd.DataFrame(rows), "partial")
+    assert text.count("s1: ") == 1  # its hyper-parameters listed once
     assert "Best baseline: **moabb:TS**" in text
     acm = next(line for line in text.splitlines() if line.startswith("| ACM |"))
     assert acm.split("|")[6].strip() == "6" and float(acm.split("|")[7]) < 0.05
