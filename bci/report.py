@@ -162,14 +162,15 @@ def plot_scores(df: pd.DataFrame, out: Path) -> list[Path]:
 
     cross = df[df.evaluation == "cross_session"]
     if len(cross) and cross.session.nunique() > 1:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(9, 4.5))
         sess = cross.groupby(["pipeline", "session"]).score.mean().unstack()
-        for name, row in sess.iterrows():
-            ax.plot([str(c) for c in row.index], row.values, marker="o", label=name)
+        colors = plt.get_cmap("tab20").colors  # up to 20 pipelines without a repeated colour
+        for i, (name, row) in enumerate(sess.iterrows()):
+            ax.plot([str(c) for c in row.index], row.values, marker="os^D"[i // 20 % 4], color=colors[i % 20], label=name)
         ax.set_xlabel("test session")
         ax.set_ylabel(df.scoring.iloc[0])
         ax.set_title("Session-to-session transfer")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         paths.append(out / "sessions.png")
         fig.savefig(paths[-1], dpi=110)
