@@ -205,6 +205,7 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     import sklearn
 
     from pipelines.registry import load_pipelines
+    from pipelines.selection import default_scoring
 
     from .evaluate import _group_fit_params, chosen_params, fill_unset
 
@@ -224,7 +225,7 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
         X = pre.align(X)
     # Inner searches (param_grid, ACM grid) score as MOABB's evaluations do unless the
     # config says otherwise: ROC-AUC for two classes, accuracy for more.
-    scoring = section.get("scoring") or ("roc_auc" if len(data.classes) == 2 else "accuracy")
+    scoring = section.get("scoring") or default_scoring(len(data.classes))
     estimator = fill_unset(estimator, seed=cfg["seed"], sfreq=data.sfreq, scoring=scoring)
     calibration = None
     if not hasattr(estimator, "predict_proba"):

@@ -205,6 +205,11 @@ def _binary_roc_auc(y_true, decision, positive) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(pos) - n_pos)))
 
 
+def default_scoring(n_classes: int) -> str:
+    """The scoring MOABB's paradigms use: ROC-AUC for two classes, accuracy for more."""
+    return "roc_auc" if n_classes == 2 else "accuracy"
+
+
 def _scorer(scoring: str, classes):
     """``scorer(clf, X, y)``; binary ROC-AUC without scikit-learn's per-call checks."""
     if scoring == "roc_auc" and len(classes) == 2:
@@ -367,7 +372,7 @@ class AugmentedGridSearch(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"reference must be 'shared' or 'fold'; found {self.reference!r}")
         args = (
             self.estimator, self.shrinkage, self.metric, self.reference == "shared",
-            folds, svc_grid, _scorer(self.scoring or ("roc_auc" if len(self.classes_) == 2 else "accuracy"), self.classes_),
+            folds, svc_grid, _scorer(self.scoring or default_scoring(len(self.classes_)), self.classes_),
         )
         with parallel_config(backend="loky", inner_max_num_threads=1):  # no BLAS oversubscription
             results = Parallel(n_jobs=self.n_jobs, return_as="generator")(
