@@ -20,6 +20,16 @@ def pytest_configure(config):
         os.environ.setdefault("MNE_DATA", str(DATA / "mne_data"))
 
 
+def pytest_sessionstart(session):
+    # A broken install ends the run here with one line naming the package and the fix,
+    # instead of a hundred collection errors from inside the libraries.
+    from bci.environment import broken_install_message, check_imports
+
+    message = broken_install_message(check_imports())
+    if message:
+        pytest.exit(message, returncode=3)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA.exists():

@@ -38,3 +38,13 @@ def test_console_script_runs(data_dir):
     )
     assert done.returncode == 0, done.stderr
     assert "channels: 32" in done.stdout and "128 Hz" in done.stdout
+
+
+def test_output_into_a_closed_pipe_ends_quietly(data_dir):
+    # `bci info FILE | head -1`: the reader leaves after one line; no BrokenPipeError traceback
+    done = subprocess.run(
+        f"{sys.executable} -m bci.cli info {data_dir / 'formats/test_raw.set'} {data_dir / 'formats/test_raw.set'} | head -1",
+        shell=True, capture_output=True, text=True, timeout=120,
+    )
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
