@@ -84,13 +84,20 @@ def cmd_predict(args) -> int:
     from .io import load_recording
     from .model import TrainedModel
 
+    if args.events and len(args.paths) != 1:
+        raise BCIError(f"--events writes the events.tsv of one recording; found {len(args.paths)} paths")
     model = TrainedModel.load(args.model_dir)
     records = []
     for path in args.paths:
-        rows = model.predict_recording(load_recording(path), hop_s=args.hop)
+        recording = load_recording(path)
+        rows = model.predict_recording(recording, hop_s=args.hop)
         records += [{"file": Path(path).name, **r} for r in rows]
         means = ", ".join(f"{c} {sum(r[c] for r in rows) / len(rows):.3f}" for c in model.classes)
         print(f"{Path(path).name}: {len(rows)} windows of {model.window_s:g} s; mean probability {means}")
+        if args.events:
+            from .seizure import write_detections
+
+            print(f"wrote {write_detections(args.events, model, recording, rows)} seizure event(s) to {args.events}")
     if args.json:
         Path(args.json).write_text(json.dumps(records))
         print(f"wrote {len(records)} records to {args.json}")
@@ -241,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--json", metavar="OUT", help="write the records (file, start_s, end_s, one key per class)")
     p.add_argument("--hop", type=float, help="seconds between windows (default: the model's decision hop)")
+    p.add_argument("--events", metavar="OUT.tsv", help="seizure models: write the detector's seizures as an SzCORE/BIDS events.tsv (one recording)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="benchmarks against peers, printing a table (extra options go to the benchmark)")

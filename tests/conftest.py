@@ -61,3 +61,42 @@ def trained_model_dir(tmp_path_factory, data_dir) -> Path:
     tmp = tmp_path_factory.mktemp("model")
     train(train_config(tmp), tmp / "acm", progress=False)
     return tmp / "acm"
+
+
+#: Channels of the synthetic seizure recordings (10-20 names, so channel mapping is exact).
+SEIZURE_CHANNELS = ["Fp1", "Fp2", "C3", "C4", "T7", "T8", "O1", "O2"]
+
+
+def synthetic_seizure_raw(duration_s: float, seizure: tuple[float, float], sfreq: float = 100.0, seed: int = 0):
+    """An ``mne.io.RawArray`` of background EEG (white noise and a 10 Hz rhythm, about
+    15 uV) with a 3 Hz, 150 uV spike-and-wave-like rhythm on every channel during
+    ``seizure = (onset_s, end_s)``, annotated ``sz``."""
+    import mne
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration_s * sfreq)) / sfreq
+    x = 10e-6 * rng.standard_normal((len(SEIZURE_CHANNELS), len(t))) + 10e-6 * np.sin(2 * np.pi * 10 * t)
+    ictal = (t >= seizure[0]) & (t < seizure[1])
+    x[:, ictal] += 150e-6 * (np.sin(2 * np.pi * 3 * t[ictal]) + 0.5 * np.sin(2 * np.pi * 6 * t[ictal]))
+    raw = mne.io.RawArray(x, mne.create_info(SEIZURE_CHANNELS, sfreq, "eeg"), verbose="error")
+    raw.set_annotations(mne.Annotations([seizure[0]], [seizure[1] - seizure[0]], ["sz"]))
+    return raw
+
+
+#: Seizures of the recordings in the ``seizure_bids`` dataset, by subject.
+BIDS_SEIZURES = {"01": (150.0, 210.0), "02": (60.0, 100.0)}
+
+
+@pytest.fixture(scope="session")
+def seizure_bids(tmp_path_factory) -> Path:
+    """A BIDS-EEG dataset written by mne-bids (EDF): two 5-minute recordings, each with one
+    synthetic seizure (:data:`BIDS_SEIZURES`) in its events.tsv (``trial_type`` sz)."""
+    import mne_bids
+
+    root = tmp_path_factory.mktemp("bids") / "szbids"
+    for i, (subject, seizure) in enumerate(BIDS_SEIZURES.items()):
+        path = mne_bids.BIDSPath(subject=subject, session="01", task="szMonitoring", run="00", datatype="eeg", root=root)
+        raw = synthetic_seizure_raw(300.0, seizure, seed=i)
+        mne_bids.write_raw_bids(raw, path, format="EDF", allow_preload=True, verbose="error")
+    return root

@@ -14,13 +14,15 @@ from bci.seizure import (
     WindowSpec,
     bonn_windows,
     channel_probabilities,
-    event_metrics,
+    alarm_events,
+    latency,
     parse_task,
     per_segment,
     recording_windows,
     segment_folds,
     segment_metrics,
 )
+from bci.szcore import score_recording
 from models.mvpformer import MVPFormer, combine_channel_probabilities
 from pipelines.seizure import (
     BandPower,
@@ -79,20 +81,19 @@ def test_event_detector_on_synthetic_trace_with_known_onset():
     det = EventDetector(smooth_s=0.0, threshold=0.5, min_duration_s=5.0, warmup_s=10.0)
     alarms = det.alarms(times, p)
     assert [a["time"] for a in alarms] == [205.0, 367.0]
-    m = event_metrics(alarms, onset_s=350.0, offset_s=None, duration_s=500.0)
-    assert m["detected"] and m["latency_s"] == pytest.approx(17.0)
-    assert m["false_alarms"] == 1 and m["fa_per_hour"] == pytest.approx(3600 / 350)
+    # events: each run above threshold, a decision standing for the second that ends at it
+    assert alarm_events(alarms, 1.0) == [(199.0, 214.0), (361.0, 499.0)]
+    assert latency([a["time"] for a in alarms], [(350.0, 500.0)]) == pytest.approx(17.0)
+    scores = score_recording([(350.0, 500.0)], alarm_events(alarms, 1.0), 500.0)  # the artefact: one false positive
+    assert (scores["event_tp"], scores["event_fp"], scores["event_fp_per_24h"]) == (1, 1, pytest.approx(86400 / 500))
     # trailing smoothing over 5 s delays the crossing: mean of 5 decisions >= 0.5 needs 3 at 0.9
     smoothed = EventDetector(smooth_s=5.0, threshold=0.5, min_duration_s=5.0).alarms(times, p)
     assert smoothed[-1]["time"] == pytest.approx(364.0 + 5.0)
     # a seizure that ends before the detector fires is missed
-    missed = event_metrics(alarms[:1], onset_s=350.0, offset_s=360.0, duration_s=500.0)
-    assert not missed["detected"] and np.isnan(missed["latency_s"])
+    assert np.isnan(latency([a["time"] for a in alarms], [(350.0, 360.0)]))
     # warm-up: a high start (filter transient) raises nothing
     start = np.where(times < 12, 0.99, 0.0)
     assert det.alarms(times, start) == []
-    with pytest.raises(DataError, match="within the recording"):
-        event_metrics(alarms, onset_s=600.0, offset_s=None, duration_s=500.0)
     with pytest.raises(ConfigError, match="threshold"):
         EventDetector.from_config({"threshold": 1.5})
 
@@ -213,30 +214,38 @@ def test_short_recording_and_bad_estimator_input():
 
 # --------------------------------------------------------- CLI and saved model
 @needs_data
-def test_bci_evaluate_seizure_config_writes_tables_and_plot(tmp_path, capsys):
+def test_bci_evaluate_seizure_config_writes_tables_and_plot(tmp_path, capsys, seizure_bids):
+    import pandas as pd
     import yaml
 
     from bci.cli import main
+    from bci.szcore import pooled_scores
 
     cfg = yaml.safe_load((ROOT / "configs" / "seizure_bonn.yaml").read_text())
     cfg["data"] = {"bonn": str(BONN), "malow": str(MALOW)}
+    cfg["datasets"] = [{"name": "bids", "path": str(seizure_bids)}]  # two synthetic recordings, one seizure each
     cfg["evaluation"]["params"].update(tasks=["A-E"], n_folds=2)
     cfg["pipelines"] = ["seizure_bandpower_lr"]
     path = tmp_path / "sz.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["evaluate", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
-    import pandas as pd
-
     res = pd.read_csv(tmp_path / "out" / "results.csv")
     seg = res[res.session == "segments"]
     assert len(seg) == 2 and (seg.accuracy > 0.9).all() and set(seg.dataset) == {"Bonn A-E"}
     ev = res[res.session == "events"]
-    assert set(ev["combine"]) == {"top3", "mean", "max"}
-    top3 = ev[ev["combine"] == "top3"].iloc[0]
-    # the Bonn-trained detector flags the Malow seizure (onset ~350 s) without false alarms
-    assert top3.detected and 0 <= top3.latency_s <= 40 and top3.false_alarms <= 1
+    assert set(ev["combine"]) == {"top3", "mean", "max"} and set(ev.dataset) == {"Malow", f"BIDS {seizure_bids.name}"}
+    assert ev.recording.nunique() == 3 and (ev.groupby("recording").size() == 3).all()
+    top3 = ev[(ev["combine"] == "top3") & (ev.dataset == "Malow")].iloc[0]
+    # the Bonn-trained detector flags the Malow seizure (onset ~350 s) with at most one false positive
+    assert top3.event_ref == 1 and top3.event_tp == 1 and top3.event_fp <= 1 and 0 <= top3.latency_s <= 40
+    assert top3.hours == pytest.approx(500 / 3600) and top3.event_fp_per_24h == pytest.approx(top3.event_fp * 24 / top3.hours)
+    bids = ev[ev.dataset != "Malow"]
+    assert (bids.event_ref == 1).all() and np.allclose(bids.hours, 300 / 3600)
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "| BP+LR |" in summary and "false alarms before onset" in summary and "0.97 target" in summary
+    assert "| BP+LR |" in summary and "0.97 target" in summary and "toleranceStart 30 s" in summary
+    assert "### Pooled over 3 recording(s)" in summary and "FP/24 h (h scored)" in summary
+    pooled = pooled_scores(ev[ev["combine"] == "top3"].to_dict("records"))
+    assert f"| BP+LR | top3 | 3 | {pooled['event_sensitivity']:.3f} | {pooled['event_precision']:.3f} |" in summary
     assert "first crossing" in summary and "Detector settings (post hoc" in summary
     assert 0 <= top3.raw_latency_s <= top3.latency_s
     assert (tmp_path / "out" / "malow_trend.png").stat().st_size > 10_000
@@ -245,6 +254,11 @@ def test_bci_evaluate_seizure_config_writes_tables_and_plot(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(path), "--out", str(tmp_path / "bad")]) == 2
     assert "events: unknown key 'onset'" in capsys.readouterr().err
+    del cfg["evaluation"]["params"]["events"]["onset"]
+    cfg["datasets"] = [{"name": "CHBMIT", "path": str(seizure_bids)}]
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", str(path), "--out", str(tmp_path / "bad")]) == 2
+    assert "datasets[0]: the seizure evaluation reads BIDS-EEG datasets" in capsys.readouterr().err
 
 
 @needs_data
