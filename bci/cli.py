@@ -13,7 +13,7 @@ import sys
 
 from .errors import BCIError
 
-BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed")
+BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed", "device_check")
 
 
 def parse_subjects(text: str) -> list[int]:

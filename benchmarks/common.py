@@ -46,9 +46,19 @@ def format_table(rows: list[dict], title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def emit(rows: list[dict], title: str, json_path: str | Path | None = None) -> None:
-    """Print the table and, when asked, write it as a JSON list of records."""
-    print(format_table(rows, title))
+def emit(rows: list[dict], title: str, json_path: str | Path | None = None, group: str | None = None) -> None:
+    """Print the table and, when asked, write it as a JSON list of records.
+
+    With ``group`` (a key of the rows) the table is printed in one aligned block per
+    value of that key, in order of first appearance, each with only its own columns.
+    """
+    if group is None:
+        print(format_table(rows, title))
+    else:
+        print(title)
+        for value in dict.fromkeys(row.get(group) for row in rows):
+            print()
+            print(format_table([row for row in rows if row.get(group) == value], f"[{group}: {value}]"))
     print(f"machine: {machine_description()}")
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

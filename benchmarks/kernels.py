@@ -79,16 +79,23 @@ def _sync(device):
 
 
 def time_ms(fn, device, reps, warmup=2):
-    """Median wall time of ``fn`` in milliseconds."""
+    """Median time of ``fn`` in milliseconds: CUDA events on a GPU, the wall clock on CPU."""
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
 
@@ -126,23 +133,33 @@ def mvpa_callable(backend, C, T):
     return run
 
 
-def flex_callable(C, T, device):
-    """Compiled FlexAttention computing MVPA through a score_mod over the same bias tables."""
+def flex_callable(C, T, device, window=WINDOW, compiled=True):
+    """FlexAttention computing MVPA through a score_mod over the same bias tables.
+
+    ``compiled=False`` runs FlexAttention eagerly (it materialises the scores; on
+    CPU forward only): how the score_mod is checked without a GPU.
+    """
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    N, scale = C * T, 1.0 / math.sqrt(HEAD_DIM)
-    compiled = torch.compile(flex_attention, dynamic=False)
+    N = C * T
+    if compiled:
+        # every shape compiles anew (static shapes, and C, T, window are constants of the score_mod);
+        # past dynamo's limit of 8 compiles per function it would silently run FlexAttention eagerly
+        torch._dynamo.reset()
+    attend = torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
     block_mask = create_block_mask(lambda b, h, q_idx, kv_idx: kv_idx // C <= q_idx // C,
                                    None, None, N, N, device=device)
 
     def run(q, k, v, bt, bc):
+        scale = 1.0 / math.sqrt(q.shape[-1])
+
         def score_mod(score, b, h, q_idx, kv_idx):
             t_q, t_k = q_idx // C, kv_idx // C
-            content = (t_q - t_k <= WINDOW) | (t_q == T - 1)
+            content = (t_q - t_k <= window) | (t_q == T - 1)
             rel = bt[b, h, q_idx, torch.clamp(t_q - t_k, min=0)] + bc[b, h, q_idx, torch.abs(q_idx % C - kv_idx % C)]
             return scale * (torch.where(content, score, 0.0) + rel)
 
-        return compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=1.0, enable_gqa=True)
+        return attend(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=1.0, enable_gqa=True)
 
     return run
 

@@ -18,6 +18,7 @@ import math
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,17 +27,9 @@ import torch
 from bci.errors import ModelError
 from kernels import MVPAKVCache, mvpa_attention, mvpa_attention_last_segment, select_backend
 from kernels.reference import mvpa_attention_reference
+from kernels.testing import GRAD_NAMES, errors_vs_float64, random_inputs, streaming_vs_full
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def random_inputs(B, T, C, H, Hkv, D, dtype=torch.float64, device="cpu", seed=None, requires_grad=False):
-    """Fresh random q, k, v, bias_time, bias_chan (a new seed each call unless given)."""
-    gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**31)
-    N = T * C
-    shapes = [(B, H, N, D), (B, Hkv, N, D), (B, Hkv, N, D), (B, H, N, T), (B, H, N, C)]
-    return [torch.randn(s, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-            .requires_grad_(requires_grad) for s in shapes]
 
 
 def naive_mvpa(q, k, v, bias_time, bias_chan, n_channels, window, scale):
@@ -175,33 +168,6 @@ def test_bad_input_raises_model_error(change, message):
         mvpa_attention(**args)
 
 
-def streaming_vs_full(B, C, H, Hkv, D, window, max_segments, n_steps, dtype, device, backend):
-    """Largest |streaming - full recompute| over ``n_steps`` appended segments (fresh inputs)."""
-    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
-
-    def randn(*shape):
-        return torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
-
-    cache = MVPAKVCache(n_channels=C, max_segments=max_segments)
-    ks, vs, worst = [], [], 0.0
-    for step in range(n_steps):
-        k_new, v_new = randn(B, Hkv, C, D), randn(B, Hkv, C, D)
-        ks.append(k_new), vs.append(v_new)
-        T = cache.append(k_new, v_new)
-        assert T == min(step + 1, max_segments)
-        q_new, bt_new, bc_new = randn(B, H, C, D), randn(B, H, C, T), randn(B, H, C, C)
-        got = cache.attend(q_new, bt_new, bc_new, backend=backend)
-        # full recompute over the cached segments; only the last segment's rows are compared
-        k_all, v_all = torch.cat(ks[-T:], dim=2), torch.cat(vs[-T:], dim=2)
-        q_all = torch.cat([randn(B, H, (T - 1) * C, D), q_new], dim=2)
-        bt_all = torch.cat([randn(B, H, (T - 1) * C, T), bt_new], dim=2)
-        bc_all = torch.cat([randn(B, H, (T - 1) * C, C), bc_new], dim=2)
-        full = mvpa_attention(q_all, k_all, v_all, bt_all, bc_all, n_channels=C, window=window,
-                              backend="reference")
-        worst = max(worst, float((got.double() - full[:, :, -C:].double()).abs().max()))
-    return worst
-
-
 def test_streaming_equals_full_recompute_reference():
     # window 1 < context: inner segments are windowed in the full recompute, the newest is not;
     # 9 steps with max_segments 4 fill the cache, slide it and compact its buffer twice
@@ -240,31 +206,12 @@ TRITON_SHAPES = [
     (1, 4, 4, 2, 1, 64, 10),
     (1, 3, 3, 1, 1, 128, 0),
 ]
-GRAD_NAMES = ("out", "dq", "dk", "dv", "d_bias_time", "d_bias_chan")
-
-
-def relative_error(got, want):
-    """||got - want|| / ||want||, with a floor for (mathematically) zero gradients."""
-    got, want = got.detach().double(), want.detach().double()
-    floor = 1e-3 * math.sqrt(want.numel())
-    return float((got - want).norm() / max(float(want.norm()), floor))
 
 
 def triton_vs_reference(shape, dtype, device):
-    """Relative errors of the Triton forward/backward against the reference (fresh inputs)."""
-    B, T, C, H, Hkv, D, window = shape
-    inputs = random_inputs(B, T, C, H, Hkv, D, dtype=dtype, device=device, requires_grad=True)
-    grad_out = torch.randn(B, H, T * C, D, device=device, dtype=dtype)
-    results = {}
-    for backend in ("reference", "triton"):
-        ref_inputs = inputs if backend == "triton" else [x.detach().double().requires_grad_() for x in inputs]
-        out = mvpa_attention(*ref_inputs, n_channels=C, window=window, backend=backend)
-        grads = torch.autograd.grad(out, ref_inputs, grad_out.to(out.dtype))
-        results[backend] = (out, *grads)
-    for name, got in zip(GRAD_NAMES, results["triton"]):
-        assert got.dtype == dtype, name
-    return {name: relative_error(got, want)
-            for name, got, want in zip(GRAD_NAMES, results["triton"], results["reference"])}
+    """Relative errors of the Triton forward/backward against the float64 reference (fresh inputs)."""
+    triton = partial(mvpa_attention, backend="triton")
+    return errors_vs_float64({"triton": triton}, shape, dtype, device)["triton"]
 
 
 def _triton_worker():
