@@ -61,3 +61,21 @@ def test_lock_disagreeing_with_pyproject_fails_with_one_line(tmp_path):
     assert "mne: pyproject wants '>=99'" in done.stderr and "uv pip compile" in done.stderr
     done = _check_lock(text.replace('"tqdm>=4.60",', ""), tmp_path)
     assert done.returncode == 1 and "tqdm==" in done.stderr and "no longer has" in done.stderr
+
+
+def test_installed_versions_are_the_locked_ones():
+    # run.sh installs with the lock as constraints: what CI tested is what a new machine gets
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    sys.path.insert(0, str(ROOT / ".ci"))
+    from check_lock import read_lock
+
+    pins = read_lock(ROOT / "requirements.lock")
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    assert {"torch", "torchaudio", "braindecode", "mne", "moabb"} <= set(pins)
+    differ = {n: (installed[n], v) for n, (v, _) in pins.items() if n in installed and installed[n].split("+")[0] != v}
+    assert differ == {}
+    missing = sorted(set(pins) - set(installed))
+    assert missing == [], f"locked but not installed: {missing}"
