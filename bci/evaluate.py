@@ -403,7 +403,8 @@ def evaluate(
         )  # fmt: skip
     else:
         # Load every subject first: a subject that is not available fails before any fit.
-        cells = [(dataset, group, todo, _load(paradigm, dataset, group)) for dataset, group, todo in todo_cells]
+        loading = tqdm(todo_cells, desc="load", unit="subject", disable=not progress, leave=False)
+        cells = [(dataset, group, todo, _load(paradigm, dataset, group)) for dataset, group, todo in loading]
         total = sum(len(g) * len(t) for _, g, t, _ in cells)
         bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
         for dataset, group, todo, (X, y, meta) in cells:
