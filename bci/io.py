@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from .errors import DataError
 log = logging.getLogger(__name__)
 
 MNE_EXTENSIONS = {".edf", ".bdf", ".gdf", ".fif", ".set", ".vhdr"}
+#: Starts of MNE's warnings that a file is cut short or damaged (FIF tags, tag directory).
+MNE_CORRUPTION = ("Invalid tag with only", "FIF tag directory missing")
 BONN_SFREQ = 173.61
 BONN_SAMPLES = 4097
 MALOW_SFREQ = 100.0
@@ -211,14 +214,60 @@ def _load_malow(folder: Path) -> Recording:
     )
 
 
+def edf_size_problem(path: Path) -> str | None:
+    """How an EDF/BDF file's size disagrees with its header, or None when it agrees.
+
+    The header states the number of data records and the samples per record of every
+    signal (2 bytes per sample in EDF, 3 in BDF); the data after the header must be
+    exactly that many records. MNE only warns on a mismatch and reads what is there, so
+    a truncated file would pass for a complete, shorter one. A header it cannot parse is
+    left to MNE's own error.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(256)
+        try:
+            header_bytes, n_records, n_signals = int(head[184:192]), int(head[236:244]), int(head[252:256])
+            fh.seek(256 + 216 * n_signals)
+            samples = [int(fh.read(8)) for _ in range(n_signals)]
+        except ValueError:
+            return None
+    record_bytes = sum(samples) * (3 if head[:1] == b"\xff" else 2)
+    data_bytes = path.stat().st_size - header_bytes
+    if record_bytes <= 0 or n_signals <= 0:
+        return None
+    if n_records == -1:  # "not known yet": a recorder stopped before it closed the file
+        if data_bytes % record_bytes:
+            return f"the header leaves the number of records open and the data ({data_bytes} bytes) are not whole records of {record_bytes} bytes"
+        log.warning("%s: the header does not state the number of records; read %d from the file size", path, data_bytes // record_bytes)
+        return None
+    if data_bytes != n_records * record_bytes:
+        what = "truncated" if data_bytes < n_records * record_bytes else "longer than its header says"
+        return (
+            f"file {what}: the header states {n_records} records of {record_bytes} bytes "
+            f"({n_records * record_bytes} bytes of data), found {data_bytes} bytes ({data_bytes / record_bytes:.2f} records)"
+        )
+    return None
+
+
 def _load_mne(path: Path) -> Recording:
     import mne
 
-    try:
-        raw = mne.io.read_raw(path, preload=True, verbose="error")
-    except Exception as exc:  # MNE raises many types for a corrupt header
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot read as {path.suffix.upper()[1:]} ({reason})") from None
+    if path.suffix.lower() in (".edf", ".bdf"):
+        problem = edf_size_problem(path)
+        if problem:
+            raise DataError(f"{path}: {problem}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            raw = mne.io.read_raw(path, preload=True, verbose="warning")
+            failure = None
+        except Exception as exc:  # MNE raises many types for a corrupt header
+            failure = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    corrupt = [str(w.message) for w in caught if str(w.message).startswith(MNE_CORRUPTION)]
+    if corrupt:  # MNE's report of a truncated FIF: it reads on (or fails) with a lesser message
+        raise DataError(f"{path}: truncated or corrupt file ({re.sub(r' in file .*', '', corrupt[0])})")
+    if failure:
+        raise DataError(f"{path}: cannot read as {path.suffix.upper()[1:]} ({failure})")
     return Recording.from_raw(raw, {"path": str(path), "format": path.suffix.lower()[1:], "reader": "mne"})
 
 
@@ -242,6 +291,46 @@ def load_recording(path: str | Path) -> Recording:
         f"{path}: unsupported file type {suffix!r}; expected one of "
         f"{', '.join(sorted(MNE_EXTENSIONS | {'.txt (Bonn)', '.inp (Malow)'}))}"
     )
+
+
+def usable_signals(recording: Recording, channels=None, *, sfreq: float | None = None) -> Recording:
+    """The recording a decoder may read, or one :class:`DataError` saying why there is none.
+
+    ``channels``: the names the consumer reads (default: every channel but stim ones);
+    ``sfreq``: the rate it needs (None: any). Refused: another sampling rate, NaN/inf
+    samples in a read channel, every read channel flat. Flat channels among several are
+    dropped, with a logged warning, so that a channel mapping states how it replaces
+    them (interpolated or missing); clipped channels are kept with a warning.
+    """
+    where = Path(recording.provenance.get("path", "recording")).name
+    if sfreq is not None and abs(recording.sfreq - sfreq) > 1e-6 * sfreq:
+        raise DataError(f"{where}: expected a sampling rate of {sfreq:g} Hz, found {recording.sfreq:g} Hz")
+    kinds = dict(zip(recording.channels.names, recording.channels.types))
+    read = [n for n in recording.channels.names if kinds[n] not in ("stim", "syst") and (channels is None or n in channels)]
+    flags = recording.channel_flags()
+    nan = [f"{n} ({flags[n][0]})" for n in read if flags.get(n, [""])[0].startswith("nan")]
+    if nan:
+        raise DataError(f"{where}: expected finite samples, found NaN/inf in {len(nan)} channel(s): {_listing(nan)}")
+    flat = [n for n in read if "flat" in flags.get(n, [])]
+    if read and len(flat) == len(read):
+        raise DataError(f"{where}: no signal: all {len(read)} channels read are flat (peak-to-peak below 0.1 uV)")
+    clipped = [n for n in read if "clipped" in flags.get(n, [])]
+    if clipped:
+        log.warning("%s: %d clipped channel(s) kept: %s", where, len(clipped), _listing(clipped))
+    if not flat:
+        return recording
+    log.warning("%s: %d flat channel(s) dropped: %s", where, len(flat), _listing(flat))
+    keep = [i for i, n in enumerate(recording.channels.names) if n not in flat]
+    names = [recording.channels.original_names[i] for i in keep]
+    return Recording(
+        data=recording.data[keep], sfreq=recording.sfreq,
+        channels=ChannelSet(names, [recording.channels.types[i] for i in keep], recording.channels.positions),
+        annotations=recording.annotations, provenance=recording.provenance,
+    )  # fmt: skip
+
+
+def _listing(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 def describe(recording: Recording) -> str:
