@@ -1,4 +1,8 @@
-"""YAML configuration: loaded with ``yaml.safe_load`` and validated on load.
+"""YAML configuration: loaded with ``yaml.safe_load``'s loader and validated on load.
+
+:func:`read_yaml` reads every YAML file of the application (configs, pipeline files):
+safe tags only, no anchors or aliases (a few lines of them expand to gigabytes: the
+"billion laughs"), at most :data:`MAX_YAML_BYTES` and :data:`MAX_YAML_DEPTH` levels.
 
 Every error names the file, the key (as a dotted path) and what is allowed, e.g.
 ``configs/x.yaml: evaluation.kind: expected one of cross_run, cross_session, ...,
@@ -18,10 +22,47 @@ EVALUATIONS = ("cross_session", "within_session", "cross_subject", "cross_run", 
 PREPROCESSING_KEYS = {
     "reference", "notch", "bandpass", "resample", "filter_order", "notch_quality", "euclidean_alignment",
 }  # fmt: skip
+#: Top-level sections that are mappings (each command checks its own section's keys).
+SECTIONS = ("data", "train", "realtime", "dashboard", "pretrain", "calibration", "window")
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 50
 TOP_KEYS = {
     "name", "seed", "data", "datasets", "paradigm", "evaluation", "pipelines", "preprocessing",
     "window", "train", "realtime", "dashboard", "pretrain", "model", "calibration", "description",
 }  # fmt: skip
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors/aliases and nesting beyond :data:`MAX_YAML_DEPTH`."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML anchors and aliases (&/*) are not allowed")
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"line {event.start_mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def read_yaml(path: Path):
+    """The document in a YAML file (see the module docstring); every failure is a one-line ConfigError."""
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: expected a YAML file of at most {MAX_YAML_BYTES} bytes, found {size}")
+    try:
+        return yaml.load(path.read_bytes(), Loader=_PlainLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
 
 
 class Config(dict):
@@ -59,7 +100,7 @@ def _subjects(cfg: Config, key: str, value) -> list[int]:
 
 
 def validate_preprocessing(cfg: Config, section: dict | None, key: str = "preprocessing") -> dict:
-    section = dict(section or {})
+    section = dict(_expect(cfg, key, section or {}, dict, f"a mapping of {', '.join(sorted(PREPROCESSING_KEYS))}"))
     unknown = set(section) - PREPROCESSING_KEYS
     if unknown:
         raise cfg.error(f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(PREPROCESSING_KEYS))}")
@@ -76,6 +117,10 @@ def validate_preprocessing(cfg: Config, section: dict | None, key: str = "prepro
         values = notch if isinstance(notch, list) else [notch]
         if not all(isinstance(v, (int, float)) and v > 0 for v in values):
             raise cfg.error(f"{key}.notch", f"expected a line frequency in Hz or a list of them, found {notch!r}")
+    for name, kind in (("filter_order", int), ("notch_quality", (int, float))):
+        value = section.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
+            raise cfg.error(f"{key}.{name}", f"expected a positive number, found {value!r}")
     ref = section.get("reference")
     if ref not in (None, "none", "average", "double_banana") and not (
         isinstance(ref, list) and all(isinstance(p, list) and len(p) == 2 for p in ref)
@@ -89,6 +134,12 @@ def validate(cfg: Config) -> Config:
     unknown = set(cfg) - TOP_KEYS
     if unknown:
         raise cfg.error(sorted(unknown)[0], f"unknown top-level key; allowed: {', '.join(sorted(TOP_KEYS))}")
+    for key in ("name", "description"):
+        if key in cfg:
+            _expect(cfg, key, cfg[key], str, "a string")
+    for key in SECTIONS:
+        if cfg.get(key) is not None:
+            _expect(cfg, key, cfg[key], dict, "a mapping")
     seed = cfg.setdefault("seed", 42)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise cfg.error("seed", f"expected an integer, found {seed!r}")
@@ -122,12 +173,7 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
     return validate(Config(data, path))
