@@ -2,25 +2,45 @@
 
 A file holds ``name``, ``paradigms``, ``pipeline`` (a list of components, each
 ``{name, from, parameters}``) and optionally ``param_grid`` - MOABB's own format, so
-MOABB's benchmark pipelines drop in unchanged. Files are read with ``yaml.safe_load``
-and built with MOABB's :func:`~moabb.pipelines.utils.create_pipeline_from_config`; only
-components from the modules in :data:`ALLOWED_MODULES` may be named. A ``param_grid``
-wraps the pipeline in a :class:`~sklearn.model_selection.GridSearchCV` as MOABB's
-evaluations do: a shuffled stratified inner 3-fold split and the evaluation's scoring
-(``bci evaluate`` fills the seed and the scoring in).
+MOABB's benchmark pipelines drop in unchanged. Files are read with
+:func:`bci.config.read_yaml` (safe tags, no aliases) and built as MOABB's
+:func:`~moabb.pipelines.utils.create_pipeline_from_config` builds them
+(``make_pipeline`` of the components), except that every component goes through
+:func:`resolve_component`: a scikit-learn estimator class of :data:`ESTIMATOR_PACKAGES`,
+a model class of :data:`MODEL_PACKAGES`, or one of :data:`FACTORIES` - never any other
+attribute of a module (a function such as ``mne.utils.run_subprocess`` would run with
+the file's parameters). MOABB's nested Keras ``optimizer``/``callbacks`` components are
+not supported. A ``param_grid`` wraps the pipeline in a
+:class:`~sklearn.model_selection.GridSearchCV` as MOABB's evaluations do: a shuffled
+stratified inner 3-fold split and the evaluation's scoring (``bci evaluate`` fills the
+seed and the scoring in).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
 
-import yaml
+from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
 
+from bci.config import read_yaml
 from bci.errors import ConfigError
 
-ALLOWED_MODULES = ("sklearn", "pyriemann", "moabb", "mne", "braindecode", "pipelines", "models")
+#: Packages whose scikit-learn estimator classes (BaseEstimator subclasses) a component may name.
+ESTIMATOR_PACKAGES = ("sklearn", "pyriemann", "moabb", "braindecode", "pipelines")
+#: Packages whose network classes (torch.nn.Module subclasses) a component may name.
+MODEL_PACKAGES = ("braindecode", "models")
+#: The functions a component may name: our pipeline builders.
+FACTORIES = (
+    "pipelines.riemann.make_riemann_pipeline",
+    "pipelines.deep.make_deep_pipeline",
+    "pipelines.seizure.make_seizure_pipeline",
+)
+#: Parameters MOABB's builder reads as nested components (Keras pipelines).
+NESTED_COMPONENTS = ("optimizer", "callbacks")
 PIPELINE_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipelines"
 
 
@@ -37,30 +57,78 @@ def _find(entry: str, cfg) -> Path:
     raise ConfigError(f"unknown pipeline {entry!r}: no such file; pipelines shipped: {', '.join(known)}")
 
 
+def _package(dotted: str) -> str:
+    return dotted.split(".")[0]
+
+
+def _is_allowed(obj) -> bool:
+    """An estimator class of ESTIMATOR_PACKAGES or a network class of MODEL_PACKAGES."""
+    if not isinstance(obj, type):
+        return False
+    package = _package(obj.__module__)
+    if package in ESTIMATOR_PACKAGES and issubclass(obj, BaseEstimator):
+        return True
+    if package in MODEL_PACKAGES:
+        import torch
+
+        return issubclass(obj, torch.nn.Module)
+    return False
+
+
+def resolve_component(module: str, name: str):
+    """The class or factory ``name`` of ``module`` a pipeline component may use, else ConfigError."""
+    dotted = f"{module}.{name}"
+    allowed = dotted in FACTORIES or _package(module) in ESTIMATOR_PACKAGES + MODEL_PACKAGES
+    if allowed and name.isidentifier() and not name.startswith("_"):
+        try:
+            obj = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            raise ConfigError(f"{dotted} does not exist") from None
+        if dotted in FACTORIES or _is_allowed(obj):
+            return obj
+    raise ConfigError(
+        f"{dotted} is not allowed: expected an estimator class of {', '.join(ESTIMATOR_PACKAGES)}, "
+        f"a network class of {', '.join(MODEL_PACKAGES)} or one of {', '.join(FACTORIES)}"
+    )
+
+
 def read_pipeline_file(path: Path) -> dict:
-    """Parse and check one MOABB-format pipeline file (no estimator built yet)."""
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(spec, dict) or "name" not in spec or not isinstance(spec.get("pipeline"), list):
-        raise ConfigError(f"{path}: expected MOABB pipeline format with 'name', 'paradigms' and a 'pipeline' list")
+    """Parse and check one MOABB-format pipeline file; every component must resolve (nothing built yet)."""
+    spec = read_yaml(path)
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("pipeline"), list):
+        raise ConfigError(f"{path}: expected MOABB pipeline format with 'name' (a string), 'paradigms' and a 'pipeline' list")
+    if not spec["pipeline"]:
+        raise ConfigError(f"{path}: pipeline: expected at least one component")
     for i, comp in enumerate(spec["pipeline"]):
-        if not isinstance(comp, dict) or "name" not in comp or "from" not in comp:
-            raise ConfigError(f"{path}: pipeline[{i}]: expected a mapping with 'name' and 'from'")
-        if not str(comp["from"]).split(".")[0] in ALLOWED_MODULES:
-            raise ConfigError(f"{path}: pipeline[{i}].from: module {comp['from']!r} is not allowed ({', '.join(ALLOWED_MODULES)})")
+        key = f"{path}: pipeline[{i}]"
+        if not isinstance(comp, dict) or not isinstance(comp.get("name"), str) or not isinstance(comp.get("from"), str):
+            raise ConfigError(f"{key}: expected a mapping with 'name' and 'from' (strings), found {str(comp)[:80]}")
+        params = comp.setdefault("parameters", {})
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise ConfigError(f"{key}.parameters: expected a mapping of keyword arguments, found {str(params)[:80]}")
+        nested = [k for k in NESTED_COMPONENTS if k in params]
+        if nested:
+            raise ConfigError(f"{key}.parameters.{nested[0]}: nested components (MOABB's Keras {' and '.join(NESTED_COMPONENTS)}) are not supported")
+        try:
+            resolve_component(comp["from"], comp["name"])
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    grid = spec.get("param_grid")
+    if grid is not None and not (isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values())):
+        raise ConfigError(f"{path}: param_grid: expected a mapping of parameter -> non-empty list of values, found {str(grid)[:80]}")
     return spec
 
 
 def build_pipeline(spec: dict, path: Path | str = "<config>"):
-    """The scikit-learn estimator a parsed pipeline file describes."""
-    from moabb.pipelines.utils import create_pipeline_from_config
-
+    """The scikit-learn estimator a parsed pipeline file (:func:`read_pipeline_file`) describes."""
     try:
-        pipeline = create_pipeline_from_config(copy.deepcopy(spec["pipeline"]))
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot build pipeline {spec['name']!r}: {exc}") from None
+        components = [
+            resolve_component(comp["from"], comp["name"])(**copy.deepcopy(comp.get("parameters") or {}))
+            for comp in spec["pipeline"]
+        ]
+        pipeline = make_pipeline(*components)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot build pipeline {spec['name']!r}: {str(exc)[:300]}") from None
     grid = spec.get("param_grid")
     if grid:
         unknown = sorted(set(grid) - set(pipeline.get_params()))
