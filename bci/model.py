@@ -12,15 +12,21 @@ On disk, ``MODEL_DIR`` holds only formats that load without executing code:
 - ``weights.pt``: deep-network checkpoints (``torch.save`` of plain values and
   tensors, read back with ``torch.load(weights_only=True)``);
 - ``estimator.skops``: the scikit-learn part of the pipeline, read back with
-  :func:`skops.io.load` after checking every stored type comes from a trusted
-  package (scikit-learn, pyRiemann, SciPy/NumPy, MOABB, MNE, this project);
+  :func:`skops.io.load` after checking that every type skops itself does not trust is
+  one of :data:`TRUSTED_TYPES` (exact names, no functions);
 - ``alignment.npy``: the alignment matrix (``np.load(allow_pickle=False)``).
+
+Anything else is refused with one line naming what was found: an unlisted type, a
+checkpoint that is not tensors and plain values, metadata of the wrong shape.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,15 +34,40 @@ import numpy as np
 
 from .channels import ChannelSet
 from .errors import DataError, ModelError
+from .io import Recording, usable_signals
 from .preprocess import Preprocessor, reference_matrix, sliding_windows
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 META_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 ESTIMATOR_FILE = "estimator.skops"
 ALIGNMENT_FILE = "alignment.npy"
-#: Packages whose types a saved estimator may contain.
-TRUSTED_PREFIXES = ("sklearn.", "pyriemann.", "numpy.", "scipy.", "moabb.", "mne.", "pipelines.", "builtins.")
+#: Types a saved estimator may hold beyond those skops trusts by default: the classes
+#: that saving every shipped pipeline (configs/pipelines/*.yml, as ``bci train`` fits and
+#: saves it) produces, plus :func:`skops.io.get_untrusted_types`. Exact names only, never
+#: a package prefix and never a function.
+TRUSTED_TYPES = frozenset({
+    "moabb.pipelines.features.AugmentedDataset",
+    "pipelines.alignment.EuclideanAlignment",
+    "pipelines.alignment.RiemannianRecentering",
+    "pipelines.augmented.AugmentedCovariances",
+    "pipelines.filterbank.FilterBank",
+    "pipelines.seizure.BandPower",
+    "pipelines.seizure.PerChannel",
+    "pipelines.selection.AugmentedGridSearch",
+    "pyriemann.classification.FgMDM",
+    "pyriemann.classification.MDM",
+    "pyriemann.estimation.Covariances",
+    "pyriemann.preprocessing.Whitening",
+    "pyriemann.spatialfilters.CSP",
+    "pyriemann.tangentspace.FGDA",
+    "pyriemann.tangentspace.TangentSpace",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.model_selection._split.StratifiedKFold",
+})  # fmt: skip
 _PLACEHOLDER = "passthrough"
 
 
@@ -141,10 +172,17 @@ class TrainedModel:
         return w[..., -1] if w.ndim == 3 else w
 
     def prepare_recording(self, recording):
-        """Map a recording onto :attr:`input_channels` and preprocess it causally."""
-        from .io import Recording
+        """Map a recording onto :attr:`input_channels` and preprocess it causally.
 
+        The channels read must hold signal (:func:`bci.io.usable_signals`: flat ones are
+        dropped, then interpolated like missing ones, with a logged warning) at
+        :attr:`sfreq` unless the preprocessing resamples.
+        """
+        rate = None if self.preprocessing.get("resample") else self.sfreq
+        recording = usable_signals(recording, self.input_channels.names, sfreq=rate)
         mapping = recording.channels.plan_mapping(self.input_channels)
+        if mapping.interpolated:
+            log.warning("%s: %s", self.name, mapping.report())
         mapped = Recording(
             data=mapping.apply(recording.data), sfreq=recording.sfreq, channels=self.input_channels,
             annotations=recording.annotations, provenance=recording.provenance,
@@ -208,38 +246,118 @@ class TrainedModel:
     @classmethod
     def load(cls, model_dir: str | Path) -> "TrainedModel":
         """Read a model written by :meth:`save` (``bci train``), without executing stored code."""
-        import torch
-
         folder = Path(model_dir)
-        meta_path = folder / META_FILE
-        if not meta_path.is_file():
-            raise ModelError(f"{folder}: not a model folder (no {META_FILE}; create one with 'bci train CONFIG --out {folder}')")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{meta_path}: corrupt model metadata ({exc})") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"{meta_path}: model format {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
-        checkpoints = {}
-        if meta.get("deep_steps"):
-            try:
-                checkpoints = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-            except FileNotFoundError:
-                raise ModelError(f"{folder}: {WEIGHTS_FILE} is missing") from None
-            except Exception as exc:  # torch raises UnpicklingError/RuntimeError on corrupt files
-                raise ModelError(f"{folder / WEIGHTS_FILE}: cannot read the weights ({type(exc).__name__}: {exc})") from None
+        meta = _read_meta(folder)
+        checkpoints = _load_weights(folder / WEIGHTS_FILE, meta["deep_steps"]) if meta["deep_steps"] else {}
         sklearn_part = _load_skops(folder / ESTIMATOR_FILE) if (folder / ESTIMATOR_FILE).is_file() else None
         estimator = _join_deep(sklearn_part, checkpoints)
+        ch = meta["input_channels"]
+        channels = ChannelSet(ch["names"], ch["types"])
         alignment = None
         if (folder / ALIGNMENT_FILE).is_file():
-            alignment = np.load(folder / ALIGNMENT_FILE, allow_pickle=False)
-        ch = meta["input_channels"]
+            n_rows = len(reference_matrix(channels, meta["preprocessing"].get("reference"))[1])
+            alignment = _load_alignment(folder / ALIGNMENT_FILE, n_rows)
         return cls(
-            name=meta["name"], estimator=estimator, classes=list(meta["classes"]),
-            input_channels=ChannelSet(ch["names"], ch["types"]), sfreq=float(meta["sfreq"]),
-            window_s=float(meta["window_s"]), hop_s=float(meta["hop_s"]), preprocessing=dict(meta["preprocessing"]),
-            task=meta.get("task", "classification"), alignment=alignment, metadata=dict(meta.get("metadata", {})),
+            name=meta["name"], estimator=estimator, classes=_check_classes(estimator, meta["classes"]),
+            input_channels=channels, sfreq=float(meta["sfreq"]),
+            window_s=float(meta["window_s"]), hop_s=float(meta["hop_s"]), preprocessing=meta["preprocessing"],
+            task=meta["task"], alignment=alignment, metadata=meta["metadata"],
         )  # fmt: skip
+
+
+#: model.json: key -> (accepted types, what is expected), checked by :func:`_read_meta`.
+_META_FIELDS = {
+    "name": (str, "a string"),
+    "task": (str, "a string"),
+    "classes": (list, "a list of class names"),
+    "input_channels": (dict, "a mapping with 'names' and 'types'"),
+    "sfreq": ((int, float), "a sampling rate in Hz (> 0)"),
+    "window_s": ((int, float), "a window length in seconds (> 0)"),
+    "hop_s": ((int, float), "a hop in seconds (> 0)"),
+    "preprocessing": (dict, "a mapping of preprocessing settings"),
+    "deep_steps": (list, "a list of step names"),
+    "metadata": (dict, "a mapping"),
+}
+
+
+def _read_meta(folder: Path) -> dict:
+    """``model.json`` parsed and checked key by key (one line names the first bad key)."""
+    from .config import Config, validate_preprocessing
+
+    path = folder / META_FILE
+    if not path.is_file():
+        raise ModelError(f"{folder}: not a model folder (no {META_FILE}; create one with 'bci train CONFIG --out {folder}')")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelError(f"{path}: corrupt model metadata ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{path}: model format {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    meta = {"task": "classification", "deep_steps": [], "metadata": {}, **meta}
+    for key, (kinds, what) in _META_FIELDS.items():
+        value = meta.get(key)
+        bad = isinstance(value, bool) or not isinstance(value, kinds)
+        if bad or (kinds == (int, float) and not (np.isfinite(value) and value > 0)):
+            raise ModelError(f"{path}: {key}: expected {what}, found {_short(value)}")
+    ch = meta["input_channels"]
+    names, types = ch.get("names"), ch.get("types")
+    if not (_strings(names) and _strings(types) and names and len(names) == len(types)):
+        raise ModelError(f"{path}: input_channels: expected 'names' and 'types', two equal-length lists of strings, found {_short(ch)}")
+    for key in ("classes", "deep_steps"):
+        if not _strings(meta[key]):
+            raise ModelError(f"{path}: {key}: expected a list of strings, found {_short(meta[key])}")
+    meta["preprocessing"] = validate_preprocessing(Config({}, path), meta["preprocessing"])
+    return meta
+
+
+def _strings(values) -> bool:
+    return isinstance(values, list) and all(isinstance(v, str) for v in values)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _load_weights(path: Path, deep_steps: list[str]) -> dict:
+    """The deep steps' checkpoints (``torch.load(weights_only=True)``), checked against ``deep_steps``."""
+    import torch
+
+    if not path.is_file():
+        raise ModelError(f"{path.parent}: {WEIGHTS_FILE} is missing (model.json lists deep steps {deep_steps})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            checkpoints = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError/RuntimeError/EOFError on corrupt or foreign files
+        raise ModelError(f"{path}: refusing to load the weights ({_weights_refusal(exc)}); only tensors and plain values are read") from None
+    if not isinstance(checkpoints, dict) or sorted(map(str, checkpoints)) != sorted(deep_steps):
+        found = sorted(map(str, checkpoints)) if isinstance(checkpoints, dict) else type(checkpoints).__name__
+        raise ModelError(f"{path}: expected checkpoints of the deep steps {sorted(deep_steps)}, found {_short(found)}")
+    return checkpoints
+
+
+def _weights_refusal(exc: Exception) -> str:
+    """What torch refused, in our words: torch's own text advises an unsafe retry."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a Python object of type {found.group(1)}"
+    if "Unsupported operand" in text:
+        return "not a tensor checkpoint"
+    return type(exc).__name__
+
+
+def _load_alignment(path: Path, n_rows: int) -> np.ndarray:
+    try:
+        alignment = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ModelError(f"{path}: cannot read the alignment matrix ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+    if alignment.shape != (n_rows, n_rows) or alignment.dtype.kind != "f" or not np.isfinite(alignment).all():
+        raise ModelError(f"{path}: expected a finite ({n_rows}, {n_rows}) float matrix, found {alignment.dtype} {alignment.shape}")
+    return alignment
 
 
 def _json_default(value):
@@ -268,27 +386,55 @@ def _split_deep(estimator) -> tuple[object | None, dict]:
 
 
 def _join_deep(sklearn_part, checkpoints: dict):
+    """The estimator: the skops part with its deep placeholders filled from the checkpoints."""
     deep = _deep_class()
-    if "" in checkpoints:
-        return deep.from_checkpoint(checkpoints[""])
-    if checkpoints:
+    if "" in checkpoints:  # a bare network
+        joined = _from_checkpoint(deep, "", checkpoints[""])
+    elif checkpoints:
+        placeholders = sorted(name for name, step in getattr(sklearn_part, "steps", []) if step == _PLACEHOLDER)
+        if placeholders != sorted(checkpoints):
+            raise ModelError(f"{ESTIMATOR_FILE}: expected placeholder steps {sorted(checkpoints)} for the weights, found {placeholders}")
         sklearn_part.steps = [
-            (name, deep.from_checkpoint(checkpoints[name]) if name in checkpoints else step)
+            (name, _from_checkpoint(deep, name, checkpoints[name]) if name in checkpoints else step)
             for name, step in sklearn_part.steps
         ]
-    if sklearn_part is None:
+        joined = sklearn_part
+    elif sklearn_part is None:
         raise ModelError("the model folder holds neither an estimator nor weights")
-    return sklearn_part
+    else:
+        joined = sklearn_part
+    if not hasattr(joined, "predict_proba"):
+        raise ModelError(f"expected a classifier with predict_proba, found {type(joined).__name__}")
+    return joined
+
+
+def _check_classes(estimator, classes: list[str]) -> list[str]:
+    fitted = sorted(str(c) for c in getattr(estimator, "classes_", classes))
+    if fitted != sorted(classes):
+        raise ModelError(f"{META_FILE}: classes: the estimator was fitted on {fitted}, found {sorted(classes)}")
+    return classes
+
+
+def _from_checkpoint(deep, name: str, checkpoint):
+    try:
+        return deep.from_checkpoint(checkpoint)
+    except DataError as exc:
+        raise ModelError(f"{WEIGHTS_FILE}: step {name or '(network)'!r}: {exc}") from None
 
 
 def _load_skops(path: Path):
+    """The estimator in ``path``; any type outside skops' defaults and :data:`TRUSTED_TYPES` is refused."""
     import skops.io as sio
 
     try:
         types = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # zip/JSON errors on a corrupt file
-        raise ModelError(f"{path}: cannot read the estimator ({type(exc).__name__}: {exc})") from None
-    refused = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
+    except Exception as exc:  # zip/JSON/schema errors on a corrupt or hand-made file
+        raise ModelError(f"{path}: cannot read the estimator ({type(exc).__name__})") from None
+    refused = sorted(set(types) - TRUSTED_TYPES)
     if refused:
-        raise ModelError(f"{path}: refusing to load types from untrusted packages: {', '.join(refused)}")
-    return sio.load(path, trusted=types)
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise ModelError(f"{path}: refusing to load type {refused[0]}{more}: not one of the model types this application saves")
+    try:
+        return sio.load(path, trusted=types)
+    except Exception as exc:  # a schema that names trusted types but does not fit them
+        raise ModelError(f"{path}: cannot rebuild the estimator ({type(exc).__name__})") from None

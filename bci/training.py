@@ -244,6 +244,8 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     fit_time = time.perf_counter() - t0
     if calibration:
         fitted = estimator.calibrated_classifiers_[0].estimator
+        if hasattr(fitted, "best_estimator_"):  # keep the refitted pipeline, not the search (its scorer is a function)
+            estimator.calibrated_classifiers_[0].estimator = fitted.best_estimator_
     chosen = chosen_params(fitted)
     if hasattr(estimator, "best_estimator_"):
         estimator = estimator.best_estimator_

@@ -297,8 +297,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             clf.module_kwargs_ = dict(checkpoint["module_kwargs"])
             clf.net_ = clf._build_net(clf.module_kwargs_).initialize()
             clf.net_.module_.load_state_dict(checkpoint["state_dict"])
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise DataError(f"not a valid DeepClassifier checkpoint: {err}") from err
+        except (KeyError, TypeError, RuntimeError, AttributeError, IndexError, ValueError) as err:
+            raise DataError(f"not a valid DeepClassifier checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
         return clf
 
 

@@ -112,7 +112,7 @@ def test_bad_models_and_inputs(trained_model_dir, tmp_path, capsys):
     (broken / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match="corrupt model metadata"):
         TrainedModel.load(broken)
-    # an estimator file carrying a type outside the trusted packages is refused
+    # an estimator file carrying a type outside the trusted types is refused
     from fractions import Fraction
 
     import skops.io as sio
@@ -120,7 +120,7 @@ def test_bad_models_and_inputs(trained_model_dir, tmp_path, capsys):
     copy = tmp_path / "copy"
     model.save(copy)
     sio.dump(Fraction(1, 3), copy / "estimator.skops")
-    with pytest.raises(ModelError, match="untrusted packages: fractions.Fraction"):
+    with pytest.raises(ModelError, match="refusing to load type fractions.Fraction"):
         TrainedModel.load(copy)
 
 
