@@ -41,6 +41,8 @@ FACTORIES = (
 )
 #: Parameters MOABB's builder reads as nested components (Keras pipelines).
 NESTED_COMPONENTS = ("optimizer", "callbacks")
+#: Parameters that make an allowed class write to a path the file names (a joblib cache folder).
+PATH_PARAMETERS = ("memory",)
 PIPELINE_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipelines"
 
 
@@ -109,6 +111,9 @@ def read_pipeline_file(path: Path) -> dict:
         nested = [k for k in NESTED_COMPONENTS if k in params]
         if nested:
             raise ConfigError(f"{key}.parameters.{nested[0]}: nested components (MOABB's Keras {' and '.join(NESTED_COMPONENTS)}) are not supported")
+        writes = [k for k in PATH_PARAMETERS if params.get(k) is not None]
+        if writes:
+            raise ConfigError(f"{key}.parameters.{writes[0]}: a pipeline file may not name a folder to write to (found {str(params[writes[0]])[:80]!r})")
         try:
             resolve_component(comp["from"], comp["name"])
         except ConfigError as exc:

@@ -145,6 +145,19 @@ def test_pipeline_step_naming_a_function_is_refused(recording, tmp_path, capsys)
     assert not sentinel.exists()
 
 
+def test_pipeline_step_naming_a_cache_folder_is_refused(tmp_path):
+    # Pipeline(memory=PATH) is an allowed class, but it would write a joblib cache wherever the file says
+    from bci.errors import ConfigError
+    from pipelines.registry import read_pipeline_file
+
+    spec = {"name": "cache", "paradigms": ["LeftRightImagery"], "pipeline": [
+        {"name": "Pipeline", "from": "sklearn.pipeline", "parameters": {"steps": [], "memory": str(tmp_path / "x")}}]}  # fmt: skip
+    (tmp_path / "cache.yml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"parameters\.memory: a pipeline file may not name a folder"):
+        read_pipeline_file(tmp_path / "cache.yml")
+    assert not (tmp_path / "x").exists()
+
+
 def test_every_shipped_pipeline_resolves_and_builds():
     from pipelines.registry import PIPELINE_DIR, build_pipeline, read_pipeline_file
 
