@@ -5,7 +5,8 @@ registry that builds them from MOABB-format YAML."""
 from .alignment import EuclideanAlignment, RiemannianRecentering, euclidean_alignment
 from .augmented import AugmentedCovariances, augmented_covariances
 from .riemann import RIEMANN_PIPELINES, make_riemann_pipeline
-from .selection import AugmentedGridSearch, select_lag_ami, select_order_fnn
+from .embedding import select_lag_ami, select_order_fnn
+from .selection import AugmentedGridSearch
 
 __all__ = [
     "AugmentedCovariances", "AugmentedGridSearch", "EuclideanAlignment", "RIEMANN_PIPELINES",

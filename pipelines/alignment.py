@@ -36,7 +36,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from bci.errors import DataError
 
-from .augmented import check_trials
+from .validation import check_trials
 
 
 def euclidean_alignment(X) -> tuple[np.ndarray, np.ndarray]:

@@ -16,39 +16,16 @@ samples (so the last ``lag`` samples of the trial are never used, as in MOABB).
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from bci.errors import ConfigError, DataError
 
+from .embedding import select_lag_ami, select_order_fnn
+from .validation import check_positive_int, check_trials
+
 ESTIMATORS = ("oas", "lwf", "scm", "cov", "shrinkage")
 _UNSHRUNK = ("scm", "cov")
-
-
-def check_trials(X, name: str = "X") -> np.ndarray:
-    """Return ``X`` as a finite float64 array of shape (n_trials, n_channels, n_times)."""
-    X = np.asarray(X)
-    if X.ndim != 3:
-        raise DataError(
-            f"{name} must be trials of shape (n_trials, n_channels, n_times); "
-            f"found an array of shape {X.shape}"
-        )
-    if X.shape[0] == 0 or X.shape[1] == 0 or X.shape[2] == 0:
-        raise DataError(f"{name} is empty: shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise DataError(f"{name} must hold real numbers; found dtype {X.dtype}")
-    X = X.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(X)):
-        raise DataError(f"{name} contains NaN or infinite values")
-    return X
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer; found {value!r}")
-    return int(value)
 
 
 def n_kept_samples(n_times: int, order: int, lag: int) -> int:
@@ -67,8 +44,8 @@ def check_augmentation(
     :class:`bci.errors.ConfigError` for an unknown estimator or a non-positive
     order/lag.
     """
-    order = _check_positive_int(order, "order")
-    lag = _check_positive_int(lag, "lag")
+    order = check_positive_int(order, "order")
+    lag = check_positive_int(lag, "lag")
     if estimator not in ESTIMATORS:
         raise ConfigError(f"estimator must be one of {ESTIMATORS}; found {estimator!r}")
     n_kept = n_kept_samples(n_times, order, lag)
@@ -237,8 +214,8 @@ class AugmentedCovariances(TransformerMixin, BaseEstimator):
     the estimators). With ``order="auto"`` and/or ``lag="auto"`` the values are chosen
     at ``fit`` from the training trials, the data-driven route of [1]_: the lag at the
     first minimum of the average mutual information
-    (:func:`pipelines.selection.select_lag_ami`), then the order from false nearest
-    neighbours (:func:`pipelines.selection.select_order_fnn`).
+    (:func:`pipelines.embedding.select_lag_ami`), then the order from false nearest
+    neighbours (:func:`pipelines.embedding.select_order_fnn`).
 
     Parameters
     ----------
@@ -292,13 +269,11 @@ class AugmentedCovariances(TransformerMixin, BaseEstimator):
         _, C, T = X.shape
         lag, order = self.lag, self.order
         if lag == "auto" or order == "auto":
-            from .selection import select_lag_ami, select_order_fnn
-
             if lag == "auto":
                 lag = select_lag_ami(X, self.max_lag, random_state=self.random_state)
             if order == "auto":
                 order = select_order_fnn(
-                    X, _check_positive_int(lag, "lag"), self.max_order,
+                    X, check_positive_int(lag, "lag"), self.max_order,
                     random_state=self.random_state,
                 )
         check_augmentation(C, T, order, lag, self.estimator)

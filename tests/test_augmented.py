@@ -1,4 +1,4 @@
-"""Augmented covariances (pipelines.augmented) and order/lag selection (pipelines.selection)."""
+"""Augmented covariances (pipelines.augmented) and order/lag selection (pipelines.embedding, pipelines.selection)."""
 
 import numpy as np
 import pytest
@@ -8,11 +8,8 @@ from sklearn.base import clone
 from bci.errors import ConfigError, DataError
 from pipelines import selection
 from pipelines.augmented import AugmentedCovariances, augmented_covariances
-from pipelines.selection import (
-    AugmentedGridSearch,
-    select_lag_ami,
-    select_order_fnn,
-)
+from pipelines.embedding import select_lag_ami, select_order_fnn
+from pipelines.selection import AugmentedGridSearch
 
 
 def slow_augmented(X, order, lag, estimator):

@@ -1,0 +1,34 @@
+"""Input checks shared by the scikit-learn transformers of this package."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+
+from bci.errors import ConfigError, DataError
+
+
+def check_trials(X, name: str = "X") -> np.ndarray:
+    """Return ``X`` as a finite float64 array of shape (n_trials, n_channels, n_times)."""
+    X = np.asarray(X)
+    if X.ndim != 3:
+        raise DataError(
+            f"{name} must be trials of shape (n_trials, n_channels, n_times); "
+            f"found an array of shape {X.shape}"
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0 or X.shape[2] == 0:
+        raise DataError(f"{name} is empty: shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
+        raise DataError(f"{name} must hold real numbers; found dtype {X.dtype}")
+    X = X.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(X)):
+        raise DataError(f"{name} contains NaN or infinite values")
+    return X
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int, or ConfigError unless it is a positive integer (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer; found {value!r}")
+    return int(value)
