@@ -4,7 +4,12 @@
 - :class:`realtime.decoder.Decoder` - preprocessing, model, smoothing, ``bci-out`` outlet, faults;
 - :class:`realtime.replay.Replay` - any recording as an LSL stream (``bci replay``);
 - :mod:`realtime.telemetry` - latency percentiles in constant memory.
+
+Beside them, the two process-wide set-up steps every live command (replay, stream, record,
+calibrate) takes first: :func:`quiet_liblsl` and :func:`stop_signals_interrupt`.
 """
+
+import signal
 
 
 def quiet_liblsl(level: int = -3) -> None:
@@ -18,4 +23,18 @@ def quiet_liblsl(level: int = -3) -> None:
     try:
         pylsl.set_config_content(f"[log]\nlevel = {int(level)}\n")
     except Exception:  # noqa: BLE001 - liblsl already configured
+        pass
+
+
+def stop_signals_interrupt() -> None:
+    """SIGTERM (a service manager, ``kill``) stops as cleanly as Ctrl-C, and Ctrl-C works even
+    when the process was started in the background (which starts it with SIGINT ignored)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # inherited as ignored when started in the background
+    except ValueError:  # not the main thread (e.g. called from a test thread)
         pass

@@ -8,22 +8,7 @@ from pathlib import Path
 
 from bci.errors import BCIError
 
-from . import quiet_liblsl
-
-
-def stop_signals_interrupt() -> None:
-    """SIGTERM (a service manager, ``kill``) stops as cleanly as Ctrl-C, and Ctrl-C works even
-    when the process was started in the background (which starts it with SIGINT ignored)."""
-    import signal
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, interrupt)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # inherited as ignored when started in the background
-    except ValueError:  # not the main thread (e.g. called from a test thread)
-        pass
+from . import quiet_liblsl, stop_signals_interrupt
 
 
 def replay(args) -> int:

@@ -818,8 +818,7 @@ class Recorder:
 def main(args) -> int:
     """``bci record --source NAME --out FILE.fif [--markers NAME] [--seconds S] [--flush S]``
     and ``bci record --recover FILE.fif``."""
-    from . import quiet_liblsl
-    from .commands import stop_signals_interrupt
+    from . import quiet_liblsl, stop_signals_interrupt
 
     quiet_liblsl()
     if args.recover:
