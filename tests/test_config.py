@@ -53,3 +53,11 @@ def test_python_objects_in_yaml_refused(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "none.yaml")
+
+
+def test_input_errors_are_value_errors():
+    # scikit-learn's checks and callers catching ValueError treat them as bad input
+    from bci.errors import BCIError, ConfigError, DataError
+
+    for cls in (ConfigError, DataError):
+        assert issubclass(cls, ValueError) and issubclass(cls, BCIError)
