@@ -22,6 +22,11 @@ from .errors import DataError
 ALIASES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 _ALIASES_UPPER = {k.upper(): v for k, v in ALIASES.items()}
 
+#: Channel types that carry brain signal (what a model may read).
+DATA_TYPES = ("eeg", "seeg", "ecog", "dbs")
+#: Channel contracts, narrowest first (see :class:`ChannelContract`).
+CONTRACTS = ("fixed", "any-of-type", "any")
+
 _PREFIX = re.compile(r"^(EEG|ECOG|SEEG|EOG|ECG|EMG)[\s_:-]+", re.IGNORECASE)
 _SUFFIX = re.compile(r"[-_ ]?(REF|LE|AVG|AR|A1|A2|M1|M2)$", re.IGNORECASE)
 
@@ -52,15 +57,22 @@ def normalize_name(name: str) -> str:
     """
     text = str(name).strip().strip(".").strip()
     text = _PREFIX.sub("", text)
-    stripped = _SUFFIX.sub("", text)
-    if stripped:
-        text = stripped
+    suffix = _SUFFIX.search(text)
+    if suffix and suffix.start() > 0 and _is_reference_suffix(text[: suffix.start()], suffix.group(0)):
+        text = text[: suffix.start()]
     text = text.strip().strip(".-_ ")
     upper = text.upper()
     alias = _ALIASES_UPPER.get(upper)
     if alias:
         return alias
     return _canonical_case().get(upper, text)
+
+
+def _is_reference_suffix(head: str, suffix: str) -> bool:
+    """A reference suffix follows a separator (``'C3-A1'``) or a 10-05 name (``'FP1REF'``);
+    otherwise it is part of the name (the sEEG contact ``'LA1'`` is not ``'L'`` + ``'A1'``)."""
+    name = head.strip(".-_ ").upper()
+    return suffix[0] in "-_ " or name in _canonical_case() or name in _ALIASES_UPPER
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,10 @@ class ChannelSet:
     def index(self, name: str) -> int:
         return self.names.index(normalize_name(name))
 
+    def pick(self, indices) -> "ChannelSet":
+        """The channels at ``indices`` (names, types and positions kept)."""
+        return ChannelSet([self.original_names[i] for i in indices], [self.types[i] for i in indices], self.positions)
+
     def to_info(self, sfreq: float):
         """An :class:`mne.Info` with these channels, types and known positions."""
         import mne
@@ -160,21 +176,82 @@ class ChannelSet:
         missing = [n for n in target.names if n not in self.names]
         dropped = [n for n in self.names if n not in target.names]
         if missing:
-            can = interpolate and all(n in target.positions for n in missing)
+            placed = [n for n in missing if n in target.positions]
             usable = [n for n in present if n in self.positions]
-            if not can or len(usable) < 3:
-                why = (
-                    "interpolation is off"
-                    if not interpolate
-                    else "no electrode positions for them"
-                    if not all(n in target.positions for n in missing)
-                    else f"only {len(usable)} present channels have positions"
-                )
-                raise DataError(
-                    f"{len(missing)} of {len(target)} target channels are missing from the "
-                    f"recording ({', '.join(missing)}) and cannot be interpolated: {why}"
-                )
+            if not interpolate or len(placed) < len(missing) or len(usable) < 3:
+                raise DataError(_missing_message(missing, placed, len(target), len(usable), interpolate))
         return ChannelMapping(source=self, target=target, picked=present, interpolated=missing, dropped=dropped)
+
+
+def _missing_message(missing: list[str], placed: list[str], n_target: int, n_usable: int, interpolate: bool) -> str:
+    """Why target channels cannot be made: which are missing, which could be interpolated."""
+    unplaced = [n for n in missing if n not in placed]
+    text = f"{len(missing)} of {n_target} target channels are missing from the recording ({', '.join(missing)})"
+    if not interpolate:
+        return f"{text} and interpolation is off"
+    if unplaced:
+        text += f"; {len(unplaced)} cannot be interpolated: no electrode positions for {', '.join(unplaced)}"
+    if placed:
+        text += f"; {len(placed)} could be interpolated ({', '.join(placed)})"
+        if n_usable < 3:
+            text += f" but only {n_usable} present channels have positions (at least 3 needed)"
+    return text
+
+
+@dataclass(frozen=True)
+class ChannelContract:
+    """Which channels a model reads: its channel contract, saved with it.
+
+    ``kind``:
+
+    - ``"fixed"``: these channels in this order (the model's ``input_channels``; a
+      recording is mapped onto them, missing ones interpolated where positions allow);
+    - ``"any"``: every data channel of the recording (types :data:`DATA_TYPES`), any
+      number, in the recording's order (channel-independent or channel-agnostic models);
+    - ``"any-of-type"``: every channel of the recording whose type is one of ``types``.
+    """
+
+    kind: str = "fixed"
+    types: tuple[str, ...] = DATA_TYPES
+
+    def __post_init__(self):
+        if self.kind not in CONTRACTS:
+            raise DataError(f"channels_contract: expected one of {', '.join(CONTRACTS)}, found {self.kind!r}")
+        types = tuple(self.types) if isinstance(self.types, (list, tuple)) else self.types
+        if not (isinstance(types, tuple) and types and all(isinstance(t, str) and t in DATA_TYPES for t in types)):
+            raise DataError(f"channel types: expected a non-empty list of {', '.join(DATA_TYPES)}, found {self.types!r}")
+        object.__setattr__(self, "types", types if self.kind == "any-of-type" else DATA_TYPES)
+
+    @classmethod
+    def from_json(cls, value: dict) -> "ChannelContract":
+        return cls(value.get("kind"), value.get("types", DATA_TYPES))
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "types": list(self.types)}
+
+    def restrict(self, kind: str | None, types=None) -> "ChannelContract":
+        """This contract narrowed by a config (``fixed`` < ``any-of-type`` < ``any``); never widened."""
+        wanted = ChannelContract(kind or self.kind, types or self.types)
+        if CONTRACTS.index(wanted.kind) > CONTRACTS.index(self.kind) or not set(wanted.types) <= set(self.types):
+            raise DataError(
+                f"channels_contract: the model reads {self.describe()}; it cannot be widened to {wanted.describe()}"
+            )
+        return wanted
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return "fixed channels"
+        return f"any {'/'.join(self.types)} channels" if self.kind == "any-of-type" else "any channels"
+
+    def select(self, channels: ChannelSet) -> ChannelSet:
+        """The channels of ``channels`` this contract reads (all of a fixed one)."""
+        if self.kind == "fixed":
+            return channels
+        keep = [i for i, t in enumerate(channels.types) if t in self.types]
+        if not keep:
+            found = ", ".join(sorted(set(channels.types))) or "none"
+            raise DataError(f"expected channels of type {' or '.join(self.types)}; found types {found}")
+        return channels.pick(keep)
 
 
 @dataclass

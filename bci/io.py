@@ -249,6 +249,11 @@ def edf_size_problem(path: Path) -> str | None:
     return None
 
 
+def _header_types(path: Path) -> dict:
+    """EDF/BDF: channel types from the labels' type prefixes (``'ECOG G1'``, ``'SEEG LA1'``)."""
+    return {"infer_types": True} if path.suffix.lower() in (".edf", ".bdf") else {}
+
+
 def _load_mne(path: Path) -> Recording:
     import mne
 
@@ -259,7 +264,7 @@ def _load_mne(path: Path) -> Recording:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            raw = mne.io.read_raw(path, preload=True, verbose="warning")
+            raw = mne.io.read_raw(path, preload=True, verbose="warning", **_header_types(path))
             failure = None
         except Exception as exc:  # MNE raises many types for a corrupt header
             failure = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

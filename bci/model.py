@@ -8,7 +8,7 @@ calibration data, and metadata (seed, data, versions, scores).
 
 On disk, ``MODEL_DIR`` holds only formats that load without executing code:
 
-- ``model.json``: metadata, channels, preprocessing, window, classes;
+- ``model.json``: metadata, channels and channel contract, preprocessing, window, classes;
 - ``weights.pt``: deep-network checkpoints (``torch.save`` of plain values and
   tensors, read back with ``torch.load(weights_only=True)``);
 - ``estimator.skops``: the scikit-learn part of the pipeline, read back with
@@ -27,12 +27,12 @@ import json
 import logging
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .channels import ChannelSet
+from .channels import ChannelContract, ChannelSet
 from .errors import DataError, ModelError
 from .io import Recording, usable_signals
 from .preprocess import Preprocessor, reference_matrix, sliding_windows
@@ -69,6 +69,8 @@ TRUSTED_TYPES = frozenset({
     "sklearn.model_selection._split.StratifiedKFold",
 })  # fmt: skip
 _PLACEHOLDER = "passthrough"
+#: How many of the most contributing channels ``predict_recording`` reports per window.
+TOP_CHANNELS = 3
 
 
 def _deep_class():
@@ -83,13 +85,30 @@ def _final_estimator(estimator):
     return steps[-1][1] if steps else estimator
 
 
+def inferred_contract(estimator) -> ChannelContract:
+    """The channel contract a fitted pipeline allows: ``any`` for per-channel detectors
+    (:class:`pipelines.seizure.PerChannel`) and networks that take any channel count
+    (``pipelines.deep.ANY_CHANNEL_COUNT``: MVPFormer, joint or channel-independent) as the
+    whole pipeline; ``fixed`` for everything else."""
+    from pipelines.deep import ANY_CHANNEL_COUNT
+    from pipelines.seizure import PerChannel
+
+    final = _final_estimator(estimator)
+    alone = len(getattr(estimator, "steps", [None])) == 1
+    deep_any = isinstance(final, _deep_class()) and final.model in ANY_CHANNEL_COUNT
+    return ChannelContract("any" if alone and (isinstance(final, PerChannel) or deep_any) else "fixed")
+
+
 @dataclass
 class TrainedModel:
     """A fitted pipeline with its input contract (see the module docstring).
 
     ``predict_proba`` takes windows ``(n, n_channels, n_times)`` already preprocessed
     (volts, at :attr:`sfreq`, channels :attr:`channels`) and applies the stored
-    alignment itself.
+    alignment itself. ``channels_contract`` says whether those channels are fixed
+    (``input_channels``, mapped and interpolated onto) or any channels of a recording
+    (``input_channels`` is then the montage it was trained for; :meth:`bind` gives the
+    model for a given source).
     """
 
     name: str
@@ -103,6 +122,7 @@ class TrainedModel:
     task: str = "classification"
     alignment: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
+    channels_contract: ChannelContract = field(default_factory=ChannelContract)
 
     # --- the input contract -------------------------------------------------------
     @property
@@ -115,6 +135,14 @@ class TrainedModel:
         """Names of the model's input rows (after the preprocessing's re-reference)."""
         return reference_matrix(self.input_channels, self.preprocessing.get("reference"))[1]
 
+    def bind(self, channels: ChannelSet) -> "TrainedModel":
+        """This model reading a source with ``channels``: itself when its channels are
+        fixed, else a copy whose ``input_channels`` are the source's channels its contract
+        accepts (in the source's order)."""
+        if self.channels_contract.kind == "fixed":
+            return self
+        return replace(self, input_channels=self.channels_contract.select(channels))
+
     def preprocessor(self) -> Preprocessor:
         """A fresh :class:`Preprocessor` with the training settings and alignment."""
         pre = Preprocessor.from_config(self.preprocessing)
@@ -125,8 +153,8 @@ class TrainedModel:
         X = np.asarray(windows, dtype=np.float64)
         if X.ndim == 2:
             X = X[None]
-        expected = (len(self.channels), self.n_times)
-        if X.ndim != 3 or X.shape[1:] != expected:
+        expected = (len(self.channels) if self.channels_contract.kind == "fixed" else X.shape[1], self.n_times)
+        if X.ndim != 3 or X.shape[1:] != expected or X.shape[1] == 0:
             raise DataError(f"{self.name} expects windows of shape (n, {expected[0]}, {expected[1]}); found {X.shape}")
         if not np.isfinite(X).all():
             raise DataError(f"{self.name}: windows hold NaN/inf samples")
@@ -172,19 +200,27 @@ class TrainedModel:
         return w[..., -1] if w.ndim == 3 else w
 
     def prepare_recording(self, recording):
-        """Map a recording onto :attr:`input_channels` and preprocess it causally.
+        """Map a recording onto the channels this model reads and preprocess it causally.
 
-        The channels read must hold signal (:func:`bci.io.usable_signals`: flat ones are
-        dropped, then interpolated like missing ones, with a logged warning) at
-        :attr:`sfreq` unless the preprocessing resamples.
+        Fixed channels: mapped onto :attr:`input_channels` (missing ones interpolated
+        where positions allow, else a :class:`DataError` naming them). Any channels: the
+        recording's channels of the contract's types. The channels read must hold signal
+        (:func:`bci.io.usable_signals`: flat ones are dropped with a logged warning, then
+        interpolated or left out) at :attr:`sfreq` unless the preprocessing resamples.
+        Returns the processed recording and the :class:`~bci.channels.ChannelMapping`
+        (its ``target`` is the channels read).
         """
         rate = None if self.preprocessing.get("resample") else self.sfreq
-        recording = usable_signals(recording, self.input_channels.names, sfreq=rate)
-        mapping = recording.channels.plan_mapping(self.input_channels)
+        recording = usable_signals(recording, self.bind(recording.channels).input_channels.names, sfreq=rate)
+        target = self.bind(recording.channels).input_channels
+        try:
+            mapping = recording.channels.plan_mapping(target)
+        except DataError as exc:
+            raise DataError(f"{self.name} is a fixed-channel model (channels_contract: fixed): {exc}") from None
         if mapping.interpolated:
             log.warning("%s: %s", self.name, mapping.report())
         mapped = Recording(
-            data=mapping.apply(recording.data), sfreq=recording.sfreq, channels=self.input_channels,
+            data=mapping.apply(recording.data), sfreq=recording.sfreq, channels=target,
             annotations=recording.annotations, provenance=recording.provenance,
         )  # fmt: skip
         return self.preprocessor().apply(mapped, causal=True), mapping
@@ -193,16 +229,26 @@ class TrainedModel:
         """Per-window probabilities over a whole recording, as the live loop would see it.
 
         Returns records ``{"start_s", "end_s", <class>: probability, ...}``; windows end
-        at the time of their last sample.
+        at the time of their last sample. Models with per-channel contributions
+        (:meth:`channel_weights`) add ``"top_channels"``: the :data:`TOP_CHANNELS` most
+        contributing channels of the window, ``[[name, weight], ...]``, largest first.
         """
-        processed, _ = self.prepare_recording(recording)
+        processed, mapping = self.prepare_recording(recording)
+        model = self.bind(mapping.target)
         hop = float(hop_s or self.hop_s)
         windows, starts = sliding_windows(processed.data, processed.sfreq, self.window_s, hop)
-        proba = np.concatenate([self.predict_proba(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)])
-        return [
+        batches = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
+        proba = np.concatenate([model.predict_proba(b) for b in batches])
+        records = [
             {"start_s": round(float(s), 6), "end_s": round(float(s + self.window_s), 6), **{c: float(p) for c, p in zip(self.classes, row)}}
             for s, row in zip(starts, proba)
         ]
+        if model.channel_weights(windows[:1]) is None:
+            return records
+        weights = np.concatenate([model.channel_weights(b) for b in batches])
+        for record, row in zip(records, weights):
+            record["top_channels"] = top_channels(processed.channels.names, row)
+        return records
 
     # --- persistence --------------------------------------------------------------
     def save(self, model_dir: str | Path) -> Path:
@@ -233,6 +279,7 @@ class TrainedModel:
             "task": self.task,
             "classes": [str(c) for c in self.classes],
             "input_channels": {"names": list(self.input_channels.names), "types": list(self.input_channels.types)},
+            "channels_contract": self.channels_contract.to_json(),
             "sfreq": float(self.sfreq),
             "window_s": float(self.window_s),
             "hop_s": float(self.hop_s),
@@ -261,8 +308,14 @@ class TrainedModel:
             name=meta["name"], estimator=estimator, classes=_check_classes(estimator, meta["classes"]),
             input_channels=channels, sfreq=float(meta["sfreq"]),
             window_s=float(meta["window_s"]), hop_s=float(meta["hop_s"]), preprocessing=meta["preprocessing"],
-            task=meta["task"], alignment=alignment, metadata=meta["metadata"],
+            task=meta["task"], alignment=alignment, metadata=meta["metadata"], channels_contract=meta["channels_contract"],
         )  # fmt: skip
+
+
+def top_channels(names, weights, k: int = TOP_CHANNELS) -> list[list]:
+    """The ``k`` channels with the largest weights, ``[[name, weight], ...]``, largest first."""
+    order = np.argsort(-np.asarray(weights, dtype=np.float64), kind="stable")[:k]
+    return [[str(names[i]), round(float(weights[i]), 6)] for i in order]
 
 
 #: model.json: key -> (accepted types, what is expected), checked by :func:`_read_meta`.
@@ -271,6 +324,7 @@ _META_FIELDS = {
     "task": (str, "a string"),
     "classes": (list, "a list of class names"),
     "input_channels": (dict, "a mapping with 'names' and 'types'"),
+    "channels_contract": (dict, "a mapping with 'kind' (fixed, any-of-type, any) and 'types'"),
     "sfreq": ((int, float), "a sampling rate in Hz (> 0)"),
     "window_s": ((int, float), "a window length in seconds (> 0)"),
     "hop_s": ((int, float), "a hop in seconds (> 0)"),
@@ -295,7 +349,7 @@ def _read_meta(folder: Path) -> dict:
         raise ModelError(f"{path}: expected a JSON object, found {type(meta).__name__}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{path}: model format {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
-    meta = {"task": "classification", "deep_steps": [], "metadata": {}, **meta}
+    meta = {"task": "classification", "deep_steps": [], "metadata": {}, "channels_contract": {"kind": "fixed"}, **meta}
     for key, (kinds, what) in _META_FIELDS.items():
         value = meta.get(key)
         bad = isinstance(value, bool) or not isinstance(value, kinds)
@@ -308,6 +362,10 @@ def _read_meta(folder: Path) -> dict:
     for key in ("classes", "deep_steps"):
         if not _strings(meta[key]):
             raise ModelError(f"{path}: {key}: expected a list of strings, found {_short(meta[key])}")
+    try:
+        meta["channels_contract"] = ChannelContract.from_json(meta["channels_contract"])
+    except DataError as exc:
+        raise ModelError(f"{path}: {exc}") from None
     meta["preprocessing"] = validate_preprocessing(Config({}, path), meta["preprocessing"])
     return meta
 

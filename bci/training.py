@@ -19,6 +19,13 @@ Config (YAML; the ``train`` section, the shared ``preprocessing`` section)::
       tmax: 3.0                    # default: the MOABB dataset's trial interval
       hop: 0.0625                  # seconds between live decisions
       recordings: [my_session.fif] # local files with annotations (globs allowed)
+      channels_contract: any-of-type   # narrow the inferred contract (fixed < any-of-type < any)
+      channel_types: [ecog, seeg]      # the types an any-of-type model reads
+
+The saved model's channel contract (:class:`~bci.channels.ChannelContract`) is inferred
+from the pipeline (:func:`~bci.model.inferred_contract`: ``any`` for per-channel and
+any-channel-count models, else ``fixed``; Euclidean alignment makes it ``fixed``);
+``train.channels_contract`` may narrow it, never widen it.
 """
 
 from __future__ import annotations
@@ -31,16 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .channels import ChannelSet
+from .channels import CONTRACTS, ChannelSet
 from .config import Config, load_config
 from .errors import DataError
 from .io import Recording, load_recording
-from .model import TrainedModel
+from .model import TrainedModel, inferred_contract
 from .preprocess import Preprocessor, epochs_from_annotations
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = {"pipeline", "task", "channels", "events", "tmin", "tmax", "hop", "recordings", "window", "labels", "scoring"}
+TRAIN_KEYS = {
+    "pipeline", "task", "channels", "events", "tmin", "tmax", "hop", "recordings", "window", "labels", "scoring",
+    "channels_contract", "channel_types",
+}  # fmt: skip
 TASKS = ("classification", "seizure")
 DATA_TYPES = ("eeg", "seeg", "ecog")
 
@@ -80,6 +90,12 @@ def validate_train_section(cfg: Config) -> dict:
     channels = section.get("channels")
     if channels is not None and not (isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)):
         raise cfg.error("train.channels", f"expected a list of channel names, found {channels!r}")
+    contract = section.get("channels_contract")
+    if contract is not None and contract not in CONTRACTS:
+        raise cfg.error("train.channels_contract", f"expected one of {', '.join(CONTRACTS)}, found {contract!r}")
+    types = section.get("channel_types")
+    if types is not None and contract != "any-of-type":
+        raise cfg.error("train.channel_types", f"only with channels_contract: any-of-type, found channels_contract {contract!r}")
     if not cfg.get("datasets") and not section.get("recordings"):
         raise cfg.error("train", "no data: name MOABB 'datasets' or local 'train.recordings'")
     scoring = section.get("scoring")
@@ -227,6 +243,11 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     # config says otherwise: ROC-AUC for two classes, accuracy for more.
     scoring = section.get("scoring") or default_scoring(len(data.classes))
     estimator = fill_unset(estimator, seed=cfg["seed"], sfreq=data.sfreq, scoring=scoring)
+    try:
+        contract = inferred_contract(estimator).restrict("fixed" if align else None)
+        contract = contract.restrict(section.get("channels_contract"), section.get("channel_types"))
+    except DataError as exc:
+        raise cfg.error("train.channels_contract", f"{exc} ({name}{', Euclidean alignment' if align else ''})") from None
     calibration = None
     if not hasattr(estimator, "predict_proba"):
         # Live decoding needs probabilities: Platt scaling on out-of-fold decision values,
@@ -254,7 +275,7 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     model = TrainedModel(
         name=name, estimator=estimator, classes=[str(c) for c in data.classes], input_channels=data.input_channels,
         sfreq=data.sfreq, window_s=data.window_s, hop_s=float(section.get("hop") or 0.0625),
-        preprocessing=pre.to_config(), task=section["task"], alignment=alignment,
+        preprocessing=pre.to_config(), task=section["task"], alignment=alignment, channels_contract=contract,
         metadata={
             "seed": cfg["seed"], "config": Path(cfg.path).name, "trained_on": data.sources,
             "n_windows": counts, "fit_seconds": round(fit_time, 3), "train_accuracy": train_accuracy,
