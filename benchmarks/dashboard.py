@@ -39,6 +39,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 
+from bci.alarm import AlarmRule
+
 SCENARIOS = ((64, 256.0, 30.0), (128, 512.0, 20.0))
 SIZE = (1150, 860)  # the trace area of the 1600 x 950 dashboard window
 
@@ -125,7 +127,7 @@ def _run_view(kind: str, feed, seconds: float, warmup: float) -> dict:
     """Drive one view from a zero-interval timer; count rendered frames."""
     from PySide6 import QtCore, QtWidgets
 
-    from gui.alarms import AlarmDetector, AlarmMonitor
+    from gui.alarms import AlarmMonitor
     from gui.eventlog import EventLog
 
     app = QtWidgets.QApplication.instance()
@@ -164,7 +166,7 @@ def _run_view(kind: str, feed, seconds: float, warmup: float) -> dict:
         cfg.update(channels_per_screen=len(feed.channels), montage="referential", buffer_s=60.0, refresh_hz=240)
         tmp = tempfile.TemporaryDirectory()
         log = EventLog(os.path.join(tmp.name, "bench.sqlite"))
-        monitor = AlarmMonitor(AlarmDetector(), log)
+        monitor = AlarmMonitor(AlarmRule(), log)
         view = DashboardWindow(feed, log, monitor, cfg)
         view.timer.stop()
         widget, viewport = view, view.traces.plot.viewport()

@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from bci.alarm import AlarmRule
 from bci.config import Config, load_config
 from bci.errors import BCIError, ConfigError, ModelError
 
@@ -35,7 +36,7 @@ DEFAULTS = {
     "pixels_per_mm": None, "montage": "double_banana", "highpass": 0.5, "lowpass": 70.0, "notch": 50.0,
     "channels_per_screen": 32, "lost_after_s": 2.0, "replay_speed": 1.0, "trend_span_s": 600,
     "contribution_top": 10,
-    "alarm": {"threshold": 0.5, "duration_s": 10.0, "smoothing_s": 5.0, "top_channels": 3},
+    "alarm": AlarmRule().to_config(),
     "dsa": {"group": "All", "fmax": 30.0, "step_s": 2.0},
     "event_log": "~/.local/share/bci-app/events.sqlite", "window_size": [1600, 950],
     "outlet_name": "bci-seizure", "marker_name": "bci-seizure-markers",
@@ -63,12 +64,6 @@ _CHECKS = {
     "marker_name": (lambda v: isinstance(v, str) and v, "an LSL stream name"),
 }  # fmt: skip
 _SUB = {
-    "alarm": {
-        "threshold": (lambda v: isinstance(v, _NUMBER) and 0 < v < 1, "a probability between 0 and 1"),
-        "duration_s": (lambda v: isinstance(v, _NUMBER) and v >= 0, "seconds (>= 0)"),
-        "smoothing_s": (lambda v: isinstance(v, _NUMBER) and v >= 0, "seconds (>= 0)"),
-        "top_channels": (lambda v: isinstance(v, int) and v >= 0, "a channel count"),
-    },
     "dsa": {
         "group": (lambda v: isinstance(v, str), "a channel group name"),
         "fmax": (lambda v: isinstance(v, _NUMBER) and v > 1, "a frequency in Hz (> 1)"),
@@ -97,6 +92,14 @@ def validate_dashboard(section: dict, cfg: Config | None = None) -> dict:
 
     out = copy.deepcopy(DEFAULTS)
     for key, value in section.items():
+        if key == "alarm":  # the one alarm rule's section (bci.alarm)
+            if not isinstance(value, dict):
+                raise error("dashboard.alarm", f"expected a mapping, found {value!r}")
+            try:
+                out["alarm"] = AlarmRule.from_config({**out["alarm"], **value}, key="dashboard.alarm").to_config()
+            except ConfigError as exc:
+                raise (ConfigError(f"{cfg.path}: {exc}") if cfg is not None else exc) from None
+            continue
         if key in _SUB:
             if not isinstance(value, dict):
                 raise error(f"dashboard.{key}", f"expected a mapping, found {value!r}")
@@ -109,7 +112,7 @@ def validate_dashboard(section: dict, cfg: Config | None = None) -> dict:
                 out[key][sub] = v
             continue
         if key not in _CHECKS:
-            raise error(f"dashboard.{key}", f"unknown key; allowed: {', '.join(sorted([*_CHECKS, *_SUB]))}")
+            raise error(f"dashboard.{key}", f"unknown key; allowed: {', '.join(sorted([*_CHECKS, *_SUB, 'alarm']))}")
         ok, what = _CHECKS[key]
         if not ok(value):
             raise error(f"dashboard.{key}", f"expected {what}, found {value!r}")
@@ -138,7 +141,7 @@ class Session:
 
     def __init__(self, *, source: str | None = None, replay=None, model_dir=None, config: dict | None = None,
                  events: str | Path | None = None, speed: float | None = None, timeout: float = 10.0):
-        from .alarms import AlarmDetector, AlarmMonitor
+        from .alarms import AlarmMonitor
         from .eventlog import EventLog
         from .feed import LslFeed
 
@@ -151,9 +154,7 @@ class Session:
             what = f"replay of {Path(str(replay)).name}" if replay is not None and not hasattr(replay, "data") else (
                 "replay" if replay is not None else f"source {source or '(first EEG stream)'}")  # fmt: skip
             self.event_log.log("session_start", f"dashboard started ({what})")
-            a = cfg["alarm"]
-            detector = AlarmDetector(a["threshold"], a["duration_s"], a["smoothing_s"], a["top_channels"])
-            self.monitor = AlarmMonitor(detector, self.event_log)
+            self.monitor = AlarmMonitor(AlarmRule.from_config(cfg["alarm"]), self.event_log)
             # the model first (slow imports), so that the detector joins the stream right after the traces
             model = _load_model(model_dir) if model_dir is not None else None
             self.feed = LslFeed(source, replay=replay, speed=speed or cfg["replay_speed"], buffer_s=cfg["buffer_s"],

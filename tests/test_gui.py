@@ -120,30 +120,14 @@ def test_event_log_is_durable_wal_and_exports_csv(tmp_path):
 
 
 # --------------------------------------------------------------------- alarm rule
-def test_alarm_rule_needs_smoothed_probability_above_threshold_for_duration(tmp_path):
-    from gui.alarms import AlarmDetector, AlarmMonitor, Decision
+def test_alarm_monitor_logs_each_alarm_in_the_deciding_thread(tmp_path):
+    from bci.alarm import AlarmRule
+    from gui.alarms import AlarmMonitor, Decision
     from gui.eventlog import EventLog
-
-    det = AlarmDetector(threshold=0.5, duration_s=4.0, smoothing_s=2.0, top_channels=2)
-    t = np.arange(0, 60, 0.5)
-    p = np.full(t.shape, 0.1)
-    p[(t >= 10) & (t < 12)] = 0.95  # a 2 s excursion: shorter than the duration -> no alarm
-    p[(t >= 30) & (t < 45)] = 0.9  # a seizure
-    p[(t >= 50)] = 0.9  # a second episode after falling below threshold
-    raised = [(ti, det.update(Decision(ti, pi, {"T7": 3.0, "F7": 2.0, "O1": 0.5}))) for ti, pi in zip(t, p)]
-    alarms = [(ti, a) for ti, a in raised if a]
-    assert len(alarms) == 2
-    first = alarms[0][1]
-    # the smoothed probability (2 s mean of 0.5 s decisions) crosses 0.5 at 31 s; +4 s -> raised at 35 s
-    assert first["onset_s"] == pytest.approx(31.0) and first["raised_s"] == pytest.approx(35.0)
-    assert first["channels"] == ["T7", "F7"] and first["probability"] == pytest.approx(0.9)
-    assert alarms[1][1]["onset_s"] == pytest.approx(51.0)
-    with pytest.raises(ValueError):
-        AlarmDetector(threshold=1.5)
 
     # the monitor logs each alarm (in the caller's thread) before the GUI sees it
     log = EventLog(tmp_path / "e.sqlite")
-    mon = AlarmMonitor(AlarmDetector(0.5, 1.0, 0.0), log)
+    mon = AlarmMonitor(AlarmRule(0.5, 1.0, 0.0), log)
     worker = threading.Thread(target=lambda: [mon.process(Decision(i * 0.25, 0.9 if i % 40 >= 20 else 0.0)) for i in range(200)])
     worker.start()
     worker.join(10)
@@ -461,7 +445,8 @@ def test_live_detector_on_malow_and_a_failing_detector_never_freezes_traces(qapp
 
 
 def test_signal_lost_is_shown_logged_and_recovers(qapp, malow, tmp_path):
-    from gui.alarms import AlarmDetector, AlarmMonitor
+    from bci.alarm import AlarmRule
+    from gui.alarms import AlarmMonitor
     from gui.eventlog import EventLog
     from gui.feed import LslFeed
     from gui.window import DashboardWindow
@@ -476,7 +461,7 @@ def test_signal_lost_is_shown_logged_and_recovers(qapp, malow, tmp_path):
                    on_event=lambda *a: holder["w"].on_stream_event(*a) if "w" in holder else log.log(a[0], a[2], stream_time_s=a[1]))
     try:
         feed.start()
-        window = holder["w"] = DashboardWindow(feed, log, AlarmMonitor(AlarmDetector(), log), _config())
+        window = holder["w"] = DashboardWindow(feed, log, AlarmMonitor(AlarmRule(), log), _config())
         window.show()
         assert pump(qapp, lambda: window.traces.latest_s > 1.0, 15)
         first.stop()  # the amplifier goes away

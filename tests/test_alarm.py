@@ -1,0 +1,102 @@
+"""The one seizure alarm rule (bci.alarm): incremental, and offline as a loop over it."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bci.alarm import AlarmRule, detect_alarms
+from bci.errors import ConfigError, DataError
+
+
+def batch_alarms(times, proba, threshold, duration_s, smoothing_s, warmup_s):
+    """Obviously correct, whole-trace: smoothed runs above threshold, each alarm once it lasted duration_s."""
+    times, proba = np.asarray(times, float), np.asarray(proba, float)
+    window = [proba[(times > t - smoothing_s) & (times <= t)] if smoothing_s > 0 else [p] for t, p in zip(times, proba)]
+    smooth = np.array([math.fsum(w) / len(w) for w in window])
+    above = (smooth >= threshold) & (times >= warmup_s)
+    out, i = [], 0
+    while i < len(times):
+        if not above[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(times) and above[j + 1]:
+            j += 1
+        reached = np.flatnonzero(times[i : j + 1] - times[i] >= duration_s - 1e-9)
+        if len(reached):
+            out.append((times[i], times[i + reached[0]], times[j]))
+        i = j + 1
+    return out
+
+
+def test_known_trace_onsets_raises_and_ends():
+    times = np.arange(4.0, 500.0, 1.0)  # decisions at the end of 4 s windows, hop 1 s
+    p = np.full(times.shape, 0.05)
+    p[(times >= 100) & (times < 103)] = 0.95  # 3 s blip: shorter than the duration, no alarm
+    p[(times >= 200) & (times < 215)] = 0.95  # 15 s artefact: one false alarm
+    p[times >= 362] = 0.9  # the seizure, to the end of the recording
+    rule = AlarmRule(threshold=0.5, duration_s=5.0, smoothing_s=0.0, warmup_s=10.0)
+    alarms = detect_alarms(rule, times, p)
+    assert [(a["onset_s"], a["raised_s"], a["end_s"]) for a in alarms] == [(200.0, 205.0, 214.0), (362.0, 367.0, 499.0)]
+    # warm-up: a high start (filter transient) raises nothing
+    assert detect_alarms(rule, times, np.where(times < 12, 0.99, 0.0)) == []
+    # trailing smoothing over 5 s delays the crossing: the mean of 5 decisions >= 0.5 needs 3 at 0.9
+    smoothed = detect_alarms(AlarmRule(0.5, 5.0, 5.0), times, p)
+    assert smoothed[-1]["raised_s"] == pytest.approx(364.0 + 5.0)
+
+
+def test_incremental_events_name_the_channels_of_the_run():
+    rule = AlarmRule(threshold=0.5, duration_s=4.0, smoothing_s=2.0, top_channels=2)
+    t = np.arange(0, 60, 0.5)
+    p = np.full(t.shape, 0.1)
+    p[(t >= 10) & (t < 12)] = 0.95  # a 2 s excursion: shorter than the duration
+    p[(t >= 30) & (t < 45)] = 0.95
+    p[t >= 50] = 0.9
+    events = [e for ti, pi in zip(t, p) for e in rule.update(ti, pi, {"T7": 3.0, "F7": 2.0, "O1": 0.5})]
+    events += rule.finish()
+    assert [e["event"] for e in events] == ["alarm", "end", "alarm", "end"]
+    first = events[0]
+    # the smoothed probability (2 s mean of 0.5 s decisions) crosses 0.5 at 30.5 s; +4 s -> raised at 34.5 s
+    assert (first["onset_s"], first["raised_s"]) == (pytest.approx(30.5), pytest.approx(34.5))
+    assert first["channels"] == ["T7", "F7"] and first["probability"] == pytest.approx(0.95)
+    # the last decision whose 2 s mean is still >= 0.5: (0.95 + 0.95 + 0.1 + 0.1) / 4 at 45.5 s
+    assert events[1]["end_s"] == pytest.approx(45.5)
+    assert events[2]["onset_s"] == pytest.approx(50.5)  # (0.1 + 0.1 + 0.9 + 0.9) / 4 is exactly 0.5
+    assert events[3]["end_s"] == pytest.approx(59.5)  # still running when the recording ended
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.sampled_from([0.25, 0.5, 1.0, 2.0]), min_size=1, max_size=120),
+    levels=st.lists(st.floats(0, 1), min_size=120, max_size=120),
+    threshold=st.sampled_from([0.3, 0.5, 0.8]),
+    duration_s=st.sampled_from([0.0, 1.0, 5.0]),
+    smoothing_s=st.sampled_from([0.0, 1.0, 3.0]),
+    warmup_s=st.sampled_from([0.0, 4.0]),
+)
+def test_detect_alarms_equals_the_whole_trace_definition(steps, levels, threshold, duration_s, smoothing_s, warmup_s):
+    times = np.cumsum(steps)
+    proba = np.asarray(levels[: len(times)])
+    rule = AlarmRule(threshold, duration_s, smoothing_s, warmup_s)
+    got = [(a["onset_s"], a["raised_s"], a["end_s"]) for a in detect_alarms(rule, times, proba)]
+    want = batch_alarms(times, proba, threshold, duration_s, smoothing_s, warmup_s)
+    np.testing.assert_allclose(np.reshape(got, (-1, 3)), np.reshape(want, (-1, 3)))
+
+
+def test_config_section_round_trip_and_errors():
+    rule = AlarmRule.from_config({"threshold": 0.7, "duration_s": 5, "warmup_s": 10}, key="evaluation.alarm")
+    assert AlarmRule.from_config(rule.to_config()) == rule
+    assert rule.to_config() == {"threshold": 0.7, "duration_s": 5, "smoothing_s": 5.0, "warmup_s": 10, "top_channels": 3}
+    with pytest.raises(ConfigError, match=r"^evaluation\.alarm\.threshold: expected a probability"):
+        AlarmRule.from_config({"threshold": 1.5}, key="evaluation.alarm")
+    with pytest.raises(ConfigError, match=r"alarm\.min_duration_s: unknown key; allowed: threshold, duration_s"):
+        AlarmRule.from_config({"min_duration_s": 5})
+    with pytest.raises(ConfigError, match=r"alarm\.duration_s: expected a number"):
+        AlarmRule.from_config({"duration_s": "10"})
+    with pytest.raises(DataError, match="must increase"):
+        rule.update(5.0, 0.1)
+        rule.update(5.0, 0.1)
+    assert rule.update(6.0, float("nan")) == []  # a missing probability is skipped
