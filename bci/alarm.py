@@ -143,6 +143,16 @@ class AlarmRule:
         return event
 
 
+def smoothed_trace(rule: AlarmRule, times, proba) -> list[float]:
+    """The smoothed probability the rule compares with its threshold, at every decision."""
+    live = AlarmRule(**rule.to_config())
+    out = []
+    for t, p in zip(times, proba):
+        live.update(t, p)
+        out.append(live.smoothed)
+    return out
+
+
 def detect_alarms(rule: AlarmRule, times, proba, channel_weights=None) -> list[dict]:
     """The alarms a recording's decisions raise, as a live run would raise them.
 

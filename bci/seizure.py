@@ -16,7 +16,7 @@ Data (``../shared/data/seizure``, see its README):
   seizures. A detector trained on single-channel Bonn windows runs on every channel;
   the channels' probabilities are combined (:func:`pipelines.seizure.combine_channels`),
   smoothed, thresholded and held for a minimum duration like a clinical detector
-  (:class:`EventDetector`). Its events (:func:`alarm_events`) are scored as SzCORE
+  (the one alarm rule, :class:`bci.alarm.AlarmRule`, as live). Its events (:func:`alarm_events`) are scored as SzCORE
   scores them (:mod:`bci.szcore`, timescoring: event and sample sensitivity,
   precision, F1, false positives per 24 h), per recording and pooled, beside the
   detection latency after onset (:func:`latency`).
@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .alarm import AlarmRule, detect_alarms, smoothed_trace
 from .channels import ChannelSet
 from .errors import ConfigError, DataError, ModelError
 from .io import load_recording
@@ -292,73 +293,11 @@ def per_segment(proba, groups, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids, sums / counts, labels
 
 
-@dataclass
-class EventDetector:
-    """A clinical-style detector over a probability trace (decisions at window ends).
-
-    ``smooth_s``: trailing (causal) moving average of the probability; ``threshold``:
-    level the smoothed probability must reach; ``min_duration_s``: how long it must stay
-    at or above the threshold before the alarm is raised (the alarm time is the end of
-    that run); an alarm's event ends when the smoothed probability falls below the
-    threshold, and the next alarm needs a new run. ``warmup_s``: no alarm before this
-    time (the causal filters' start-up).
-    """
-
-    smooth_s: float = 5.0
-    threshold: float = 0.5
-    min_duration_s: float = 5.0
-    warmup_s: float = 10.0
-
-    @classmethod
-    def from_config(cls, section: dict | None) -> EventDetector:
-        section = dict(section or {})
-        allowed = {"smooth_s", "threshold", "min_duration_s", "warmup_s"}
-        unknown = set(section) - allowed
-        if unknown:
-            raise ConfigError(f"detector.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
-        det = cls(**{k: float(v) for k, v in section.items()})
-        if not 0 < det.threshold < 1 or det.smooth_s < 0 or det.min_duration_s < 0:
-            raise ConfigError(f"detector: threshold must be in (0, 1) and durations >= 0, found {det}")
-        return det
-
-    def smooth(self, times: np.ndarray, proba: np.ndarray) -> np.ndarray:
-        """Trailing mean over the decisions of the last ``smooth_s`` seconds."""
-        times, proba = np.asarray(times, float), np.asarray(proba, float)
-        if len(times) != len(proba) or len(times) == 0:
-            raise DataError(f"expected one probability per decision time, found {len(proba)} for {len(times)}")
-        if len(times) > 1 and not (np.diff(times) > 0).all():
-            raise DataError("decision times must increase")
-        csum = np.concatenate([[0.0], np.cumsum(proba)])
-        idx = np.arange(len(times))
-        # decisions in (t - smooth_s, t], at least the current one
-        first = np.minimum(np.searchsorted(times, times - self.smooth_s + 1e-9, side="left"), idx)
-        return (csum[idx + 1] - csum[first]) / (idx + 1 - first)
-
-    def alarms(self, times, proba) -> list[dict]:
-        """Alarms ``{"time", "start", "end"}``: raised at ``time``; the run above threshold spans start..end."""
-        times = np.asarray(times, float)
-        smooth = self.smooth(times, proba)
-        above = (smooth >= self.threshold) & (times >= self.warmup_s)
-        out, i, n = [], 0, len(times)
-        while i < n:
-            if not above[i]:
-                i += 1
-                continue
-            j = i
-            while j + 1 < n and above[j + 1]:
-                j += 1
-            start = times[i]
-            reached = np.flatnonzero(times[i : j + 1] - start >= self.min_duration_s - 1e-9)
-            if len(reached):
-                out.append({"time": float(times[i + reached[0]]), "start": float(start), "end": float(times[j])})
-            i = j + 1
-        return out
-
-
 def alarm_events(alarms: list[dict], hop_s: float) -> list[tuple[float, float]]:
-    """The detector's seizures ``(onset_s, end_s)``: each alarm's run above threshold,
-    every decision standing for the ``hop_s`` seconds that end at it."""
-    return [(max(0.0, a["start"] - hop_s), a["end"]) for a in alarms]
+    """The detector's seizures ``(onset_s, end_s)``: each alarm's run above threshold
+    (:func:`bci.alarm.detect_alarms`), every decision standing for the ``hop_s`` seconds
+    that end at it."""
+    return [(max(0.0, a["onset_s"] - hop_s), a["end_s"]) for a in alarms]
 
 
 def latency(times, seizures) -> float:
@@ -369,20 +308,18 @@ def latency(times, seizures) -> float:
     return float(np.mean(delays)) if delays else float("nan")
 
 
-def write_detections(path, model, recording, records: list[dict], detector: EventDetector | None = None) -> int:
+def write_detections(path, model, recording, records: list[dict], rule: AlarmRule | None = None) -> int:
     """``bci predict --events``: a seizure model's per-window probabilities (``records``
-    of :meth:`~bci.model.TrainedModel.predict_recording`) through the detector (default
+    of :meth:`~bci.model.TrainedModel.predict_recording`) through the alarm rule (default
     settings unless given), written as an SzCORE ``events.tsv``; confidence is the
     highest smoothed probability of each event. Returns the number of seizures."""
     if CLASSES[1] not in model.classes:
         raise ModelError(f"--events needs a seizure model (a {CLASSES[1]!r} class); {model.name} has {model.classes}")
-    det = detector or EventDetector()
     times = np.array([r["end_s"] for r in records], dtype=float)
     proba = np.array([r[CLASSES[1]] for r in records], dtype=float)
     hop = float(np.median(np.diff(times))) if len(times) > 1 else model.hop_s
-    alarms, smooth = det.alarms(times, proba), det.smooth(times, proba)
-    events = [(a, b, smooth[(times >= al["start"]) & (times <= al["end"])].max())
-              for (a, b), al in zip(alarm_events(alarms, hop), alarms)]  # fmt: skip
+    alarms = detect_alarms(rule or AlarmRule(), times, proba)
+    events = [(a, b, al["probability"]) for (a, b), al in zip(alarm_events(alarms, hop), alarms)]
     write_events_tsv(path, events, recording.duration, recording.annotations.orig_time)
     return len(events)
 
@@ -455,7 +392,7 @@ RESULT_COLUMNS = [
     "evaluation", "scoring", "seed", "params",
 ]  # fmt: skip
 EVAL_KEYS = {"tasks", "n_folds", "threshold", "events"}
-EVENT_KEYS = {"recording", "onset_s", "offset_s", "hop_s", "combine", "report_combine", "train_task", "detector",
+EVENT_KEYS = {"recording", "onset_s", "offset_s", "hop_s", "combine", "report_combine", "train_task", "alarm",
               "target_latency_s", "target_false_alarms"}  # fmt: skip
 
 
@@ -582,7 +519,7 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
             raise cfg.error("evaluation.params.events", f"unknown key {bad[0]!r}; allowed: {', '.join(sorted(EVENT_KEYS))}")
         if "onset_s" not in events:
             raise cfg.error("evaluation.params.events.onset_s", "missing: the seizure onset in seconds")
-        detector = EventDetector.from_config(events.get("detector"))
+        detector = AlarmRule.from_config(events.get("alarm"), key="evaluation.params.events.alarm")
         recordings = _continuous_recordings(cfg, events)
     elif cfg.get("datasets"):
         raise cfg.error("datasets", "continuous recordings are scored with the detector of evaluation.params.events: add that section")
@@ -672,22 +609,22 @@ def _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed,
             if joint is not None:
                 variants["joint"] = joint
             for how, proba in variants.items():
-                alarms = detector.alarms(times, proba)
+                alarms = detect_alarms(detector, times, proba)
                 scores = score_recording(seizures, alarm_events(alarms, hop), signal.duration)
                 traces[(rec["recording"], name, how)] = {
-                    "times": times, "proba": proba, "smooth": detector.smooth(times, proba), "alarms": alarms,
+                    "times": times, "proba": proba, "smooth": smoothed_trace(detector, times, proba), "alarms": alarms,
                     "per_channel": per_channel if how == str(combine) else None, "channels": list(signal.channels.names),
                     "seizures": seizures, "duration": signal.duration, "hop": hop,
                 }  # fmt: skip
                 rows.append({
                     "dataset": rec["dataset"], "subject": rec["subject"], "session": "events", "recording": rec["recording"],
                     "pipeline": name, "combine": how, "score": scores["event_f1"], **scores,
-                    "latency_s": latency([a["time"] for a in alarms], seizures),
+                    "latency_s": latency([a["raised_s"] for a in alarms], seizures),
                     "raw_latency_s": latency(times[proba >= detector.threshold], seizures), "n_alarms": len(alarms),
                     "time": fit_time, "fit_time": fit_time, "predict_time": predict_time, "samples": len(train.y),
                     "n_test": len(times), "channels": int(windows.shape[1]), "scoring": "SzCORE event F1 (timescoring)",
                     **common, "params": json.dumps({"train_task": train.task, "seizures": seizures, "hop_s": hop,
-                                                    "alarm_times": [round(a["time"], 2) for a in alarms]}),
+                                                    "alarm_times": [round(a["raised_s"], 2) for a in alarms]}),
                 })  # fmt: skip
             bar.update(1)
     return rows
@@ -725,7 +662,7 @@ def _trace_csv(path: Path, traces: dict) -> None:
         pd.concat(frames).to_csv(path, index=False, float_format="%.5g")
 
 
-def plot_trend(path: Path, traces: dict, events: dict, detector: EventDetector) -> None:
+def plot_trend(path: Path, traces: dict, events: dict, detector: AlarmRule) -> None:
     """Probability over the recording per pipeline (combined channels; MVPFormer joint
     dashed), threshold, onset, alarms; bottom: per-channel probabilities of the first."""
     import matplotlib
@@ -740,18 +677,18 @@ def plot_trend(path: Path, traces: dict, events: dict, detector: EventDetector) 
     for ax, name in zip(axes, names):
         t = traces[(name, combine)]
         ax.plot(t["times"], t["proba"], lw=0.6, alpha=0.5, color="C0", label=f"channels {combine}")
-        ax.plot(t["times"], t["smooth"], lw=1.6, color="C0", label=f"smoothed {detector.smooth_s:g} s")
+        ax.plot(t["times"], t["smooth"], lw=1.6, color="C0", label=f"smoothed {detector.smoothing_s:g} s")
         if (name, "joint") in traces:
             j = traces[(name, "joint")]
             ax.plot(j["times"], j["smooth"], lw=1.2, ls="--", color="C2", label="joint 21-channel (smoothed)")
         ax.axhline(detector.threshold, color="k", lw=0.8, ls=":", label="threshold")
         ax.axvline(onset, color="C3", lw=1.5, label=f"onset {onset:g} s")
         for a in t["alarms"]:
-            ax.axvline(a["time"], color="C1", lw=1.0, ls="--")
-            ax.plot([a["time"]], [1.02], marker="v", color="C1", clip_on=False)
+            ax.axvline(a["raised_s"], color="C1", lw=1.0, ls="--")
+            ax.plot([a["raised_s"]], [1.02], marker="v", color="C1", clip_on=False)
         ax.set_ylim(-0.02, 1.05)
         ax.set_ylabel("P(seizure)")
-        ax.set_title(f"{name}: alarms (orange) after {detector.min_duration_s:g} s above threshold", fontsize=9)
+        ax.set_title(f"{name}: alarms (orange) after {detector.duration_s:g} s above threshold", fontsize=9)
         ax.legend(loc="upper left", fontsize=7, ncol=3)
     t = traces[(names[0], combine)]
     ax = axes[-1]
@@ -832,7 +769,7 @@ def event_table(frame, target_latency: float = 20.0, target_fa: int = 1) -> list
     return lines
 
 
-def detector_grid(traces: dict, events: dict, detector: EventDetector) -> list[str]:
+def detector_grid(traces: dict, events: dict, detector: AlarmRule) -> list[str]:
     """Post-hoc table: latency / SzCORE false positives of the main combination for other detector settings."""
     combine = str(events.get("combine", "top3"))
     keys = [(r, n) for r, n, c in traces if c == combine]
@@ -847,9 +784,9 @@ def detector_grid(traces: dict, events: dict, detector: EventDetector) -> list[s
         t = traces[(rec, name, combine)]
         cells = []
         for smooth, hold in settings:
-            alarms = EventDetector(smooth, detector.threshold, hold, detector.warmup_s).alarms(t["times"], t["proba"])
+            alarms = detect_alarms(AlarmRule(detector.threshold, hold, smooth, detector.warmup_s), t["times"], t["proba"])
             fp = score_recording(t["seizures"], alarm_events(alarms, t["hop"]), t["duration"])["event_fp"]
-            cells.append(f"{_fmt(latency([a['time'] for a in alarms], t['seizures']), digits=0)} / {fp}")
+            cells.append(f"{_fmt(latency([a['raised_s'] for a in alarms], t['seizures']), digits=0)} / {fp}")
         lines.append(f"| {rec} | {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -879,7 +816,7 @@ def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre, 
                   f"Trained on all Bonn windows of {events.get('train_task', 'ABCD-E')} (single channel), run on every "
                   f"channel of each recording every {float(events.get('hop_s', 1.0)):g} s; channel probabilities combined "
                   f"('top3' = mean of the 3 highest; 'joint' = MVPFormer on all channels at once). Detector: trailing mean "
-                  f"over {detector.smooth_s:g} s, threshold {detector.threshold:g}, at least {detector.min_duration_s:g} s "
+                  f"over {detector.smoothing_s:g} s, threshold {detector.threshold:g}, at least {detector.duration_s:g} s "
                   f"above it, no alarm in the first {detector.warmup_s:g} s; an event spans its run above threshold. "
                   f"Reference: Malow from onset {float(events['onset_s']):g} s (documented: about 350 s) to "
                   f"{'the end of the recording' if events.get('offset_s') is None else str(events['offset_s']) + ' s'}; "

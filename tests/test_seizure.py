@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from bci.alarm import AlarmRule, detect_alarms
 from bci.errors import ConfigError, DataError, ModelError
 from bci.seizure import (
     CLASSES,
-    EventDetector,
     WindowSpec,
     bonn_windows,
     channel_probabilities,
@@ -72,30 +72,22 @@ def test_per_segment_means_and_combination_rules():
         combine_channels(probs, "median")
 
 
-def test_event_detector_on_synthetic_trace_with_known_onset():
+def test_alarm_events_latency_and_szcore_scores_on_a_synthetic_trace():
+    # the rule itself is tested in tests/test_alarm.py; here: its alarms as scored events
     times = np.arange(4.0, 500.0, 1.0)  # decision at the end of 4 s windows, hop 1 s
     p = np.full(times.shape, 0.05)
-    p[(times >= 100) & (times < 103)] = 0.95  # 3 s blip: shorter than min duration, no alarm
+    p[(times >= 100) & (times < 103)] = 0.95  # 3 s blip: shorter than the duration, no alarm
     p[(times >= 200) & (times < 215)] = 0.95  # 15 s artefact: one false alarm
     p[times >= 362] = 0.9  # the seizure, 12 s after the documented onset
-    det = EventDetector(smooth_s=0.0, threshold=0.5, min_duration_s=5.0, warmup_s=10.0)
-    alarms = det.alarms(times, p)
-    assert [a["time"] for a in alarms] == [205.0, 367.0]
+    alarms = detect_alarms(AlarmRule(threshold=0.5, duration_s=5.0, smoothing_s=0.0, warmup_s=10.0), times, p)
+    assert [a["raised_s"] for a in alarms] == [205.0, 367.0]
     # events: each run above threshold, a decision standing for the second that ends at it
     assert alarm_events(alarms, 1.0) == [(199.0, 214.0), (361.0, 499.0)]
-    assert latency([a["time"] for a in alarms], [(350.0, 500.0)]) == pytest.approx(17.0)
+    assert latency([a["raised_s"] for a in alarms], [(350.0, 500.0)]) == pytest.approx(17.0)
     scores = score_recording([(350.0, 500.0)], alarm_events(alarms, 1.0), 500.0)  # the artefact: one false positive
     assert (scores["event_tp"], scores["event_fp"], scores["event_fp_per_24h"]) == (1, 1, pytest.approx(86400 / 500))
-    # trailing smoothing over 5 s delays the crossing: mean of 5 decisions >= 0.5 needs 3 at 0.9
-    smoothed = EventDetector(smooth_s=5.0, threshold=0.5, min_duration_s=5.0).alarms(times, p)
-    assert smoothed[-1]["time"] == pytest.approx(364.0 + 5.0)
     # a seizure that ends before the detector fires is missed
-    assert np.isnan(latency([a["time"] for a in alarms], [(350.0, 360.0)]))
-    # warm-up: a high start (filter transient) raises nothing
-    start = np.where(times < 12, 0.99, 0.0)
-    assert det.alarms(times, start) == []
-    with pytest.raises(ConfigError, match="threshold"):
-        EventDetector.from_config({"threshold": 1.5})
+    assert np.isnan(latency([a["raised_s"] for a in alarms], [(350.0, 360.0)]))
 
 
 # -------------------------------------------------------------------- Bonn data
