@@ -167,7 +167,7 @@ class Session:
 
                 # its own LSL names, so that a `bci stream` beside it keeps "bci-out" unambiguous
                 config = DecoderConfig.load(lost_after_s=self.feed.lost_after_s, outlet_name=cfg["outlet_name"],
-                                            marker_name=cfg["marker_name"])  # fmt: skip
+                                            marker_name=cfg["marker_name"], alarm=cfg["alarm"])  # fmt: skip
                 self.decoder = DetectorThread(model, self.feed, self.monitor, self.event_log, config).start()
             from .window import DashboardWindow
 

@@ -4,7 +4,8 @@
 :class:`~bci.model.TrainedModel` (from ``bci train``)::
 
     pull chunk (non-blocking) -> volts, corrected timestamps, arrival time (raw ring buffer)
-      -> map channels onto model.input_channels (ChannelSet.plan_mapping)
+      -> map channels onto model.input_channels (ChannelSet.plan_mapping; a model with
+         an any-channel contract is first bound to the stream's channels: model.bind)
       -> model.preprocessor().step(chunk) (causal filters with state, re-reference, resample)
       -> processed ring buffer at model.sfreq
       -> every hop: the latest window -> model.predict_proba -> smoothing
@@ -50,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
+from bci.alarm import AlarmRule
 from bci.errors import ConfigError, ModelError, StreamError
 
 from .buffer import RingBuffer
@@ -75,8 +77,7 @@ class DecoderConfig:
     marker_name: str = "bci-markers"
     decision_threshold: float = 0.6  # marker when the top class changes and reaches this
     alarm_class: str | None = None  # default: "seizure" for seizure models
-    alarm_on: float = 0.8
-    alarm_off: float = 0.5
+    alarm: dict | None = None  # the one alarm rule's settings (bci.alarm.AlarmRule), on the class's raw probability
     lost_after_s: float = 2.0  # no samples for this long -> "stream lost"
     settle_s: float = 1.0  # decisions withheld this long after NaN/inf samples (filter transients)
     flat_uv: float = 0.1  # peak-to-peak below this (microvolts) over a window -> flat channel
@@ -105,6 +106,9 @@ class DecoderConfig:
                 raise ConfigError(f"{where}.{key}: expected a positive number, found {getattr(cfg, key)!r}")
         if int(cfg.n_average) < 1 or int(cfg.threads) < 1:
             raise ConfigError(f"{where}: n_average and threads must be >= 1")
+        if cfg.alarm is not None and not isinstance(cfg.alarm, dict):
+            raise ConfigError(f"{where}.alarm: expected a mapping of alarm settings, found {cfg.alarm!r}")
+        cfg.alarm = AlarmRule.from_config(cfg.alarm, key=f"{where}.alarm").to_config()
         return cfg
 
     @classmethod
@@ -120,6 +124,14 @@ class DecoderConfig:
             raise ConfigError(f"{path}: no such config file")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values, where=f"{path.name}: realtime")
+
+
+def alarm_marker(class_name: str, event: dict) -> str:
+    """The marker text of an alarm-rule event, e.g. ``alarm: seizure p=0.83 onset=351.0s raised=356.0s``
+    or ``alarm end: seizure p=0.91 onset=351.0s end=499.0s`` (seconds of processed stream)."""
+    if event["event"] == "alarm":
+        return f"alarm: {class_name} p={event['probability']:.2f} onset={event['onset_s']:.1f}s raised={event['raised_s']:.1f}s"
+    return f"alarm end: {class_name} p={event['probability']:.2f} onset={event['onset_s']:.1f}s end={event['end_s']:.1f}s"
 
 
 class Smoother:
@@ -233,6 +245,8 @@ class Decoder:
         self._setup_model()  # first: its imports take seconds, and samples queue up once subscribed
         if self.inlet.inlet is None:
             self.inlet.open()
+        m = self.model = m.bind(self.inlet.channels)
+        self._window = np.empty((1, len(m.channels), m.n_times))
         pre = m.preprocessor()
         self.mapping = self.inlet.plan(m.input_channels, model_sfreq=m.sfreq, resamples=bool(pre.resample))
         self._used_rows = [self.inlet.channels.index(n) for n in self.mapping.picked] if self.inlet.described.labelled else list(range(len(self.inlet.channels)))
@@ -273,13 +287,13 @@ class Decoder:
             raise ConfigError(f"hop of {cfg.hop_s or m.hop_s} s is shorter than one sample at {self.sfreq:g} Hz")
         self.hop = hop
         self.hop_s = hop / self.sfreq
-        self._window = np.empty((1, len(m.channels), m.n_times))
         if "torch" in sys.modules:  # only deep models bring torch in
             sys.modules["torch"].set_num_threads(int(cfg.threads))
         alarm = cfg.alarm_class or ("seizure" if m.task == "seizure" and "seizure" in self._classes else None)
         if alarm is not None and alarm not in self._classes:
             raise ConfigError(f"alarm_class {alarm!r} is not one of the model's classes {self._classes}")
         self._alarm_col = self._classes.index(alarm) if alarm else None
+        self.alarm_rule = AlarmRule.from_config(cfg.alarm)
         self.smoother = Smoother(cfg.smoothing, len(self._classes), cfg.alpha, cfg.n_average)
 
     def _build_outlets(self) -> None:
@@ -327,7 +341,7 @@ class Decoder:
         self._bad_channels: list[str] = []
         self._hold = None  # last finite value per source channel
         self.smoother.reset()
-        self._alarm = False
+        self.alarm_rule.reset()  # decision times restart with the processed stream
         self._top = None
         if self._stream_module is not None:
             self._stream_state = self._new_stream_state()
@@ -528,13 +542,11 @@ class Decoder:
             self._top = top
             self._marker(f"decision: {self._classes[top]} p={smoothed[top]:.2f}", source_time)
         if self._alarm_col is not None:
-            p = smoothed[self._alarm_col]
-            if not self._alarm and p >= self.config.alarm_on:
-                self._alarm = True
-                self._marker(f"alarm: {self._classes[self._alarm_col]} p={p:.2f}", source_time)
-            elif self._alarm and p < self.config.alarm_off:
-                self._alarm = False
-                self._marker(f"alarm end: {self._classes[self._alarm_col]} p={p:.2f}", source_time)
+            # the rule sees what bci evaluate's rule sees: the raw probability at the window's end,
+            # in seconds of processed stream (window ends, as offline)
+            name = self._classes[self._alarm_col]
+            for event in self.alarm_rule.update(end / self.sfreq, float(proba[self._alarm_col])):
+                self._marker(alarm_marker(name, event), source_time)
         for cb in self.callbacks:
             cb(decision)
         return 1

@@ -100,3 +100,77 @@ def test_config_section_round_trip_and_errors():
         rule.update(5.0, 0.1)
         rule.update(5.0, 0.1)
     assert rule.update(6.0, float("nan")) == []  # a missing probability is skipped
+
+
+def test_live_decoder_raises_the_alarms_the_offline_rule_reports(data_dir, tmp_path):
+    """Malow through the live loop (LSL, causal preprocessing, one decision per second, the
+    evaluation config's alarm section) raises the alarms that detect_alarms finds offline on
+    the same saved model's predictions: one rule, the same latencies and false alarms."""
+    import os
+    import re
+    import time
+    import uuid
+    from pathlib import Path
+
+    import pylsl
+
+    from bci.config import load_config
+    from bci.io import load_recording
+    from bci.model import TrainedModel
+    from bci.training import train
+    from realtime.decoder import Decoder, DecoderConfig
+
+    root = Path(__file__).resolve().parents[1]
+    cwd = os.getcwd()
+    os.chdir(root)  # the config names ../shared/data relative to the project
+    try:
+        train(root / "configs/train_seizure_bandpower_lr.yaml", tmp_path / "model", progress=False)
+        events = load_config(root / "configs/seizure_bonn.yaml")["evaluation"]["params"]["events"]
+    finally:
+        os.chdir(cwd)
+    rule = AlarmRule.from_config(events["alarm"])
+    model = TrainedModel.load(tmp_path / "model")
+    rec = load_recording(data_dir / "seizure/malow")
+
+    offline = model.predict_recording(rec)
+    expected = detect_alarms(rule, [r["end_s"] for r in offline], [r["seizure"] for r in offline])
+    assert expected, "the Bonn-trained detector raises an alarm on Malow"
+
+    tag = uuid.uuid4().hex[:8]
+    info = pylsl.StreamInfo(f"malow-{tag}", "EEG", len(rec.channels), rec.sfreq, pylsl.cf_double64, f"src-{tag}")
+    chans = info.desc().append_child("channels")
+    for label in rec.channels.names:
+        ch = chans.append_child("channel")
+        for key, value in (("label", label), ("unit", "microvolts"), ("type", "EEG")):
+            ch.append_child_value(key, value)
+    outlet = pylsl.StreamOutlet(info)
+    cfg = DecoderConfig.load(outlet_name=f"out-{tag}", marker_name=f"mk-{tag}", resolve_timeout_s=3.0,
+                             smoothing="none", alarm=rule.to_config())  # fmt: skip
+    decoder = Decoder(model, f"malow-{tag}", cfg).open()
+    found = pylsl.resolve_byprop("name", cfg.marker_name, timeout=3.0)
+    assert found, "the decoder's marker stream"
+    marker_inlet = pylsl.StreamInlet(found[0])
+    marker_inlet.open_stream(timeout=3.0)
+    markers = []
+    x = rec.data * 1e6
+    step = int(rec.sfreq)  # one second per push: every due window is decoded, none dropped
+    try:
+        deadline = time.monotonic() + 60
+        for start in range(0, x.shape[1], step):
+            outlet.push_chunk(np.ascontiguousarray(x[:, start : start + step].T))
+            total = min(start + step, x.shape[1])
+            while decoder.inlet.stats.samples < total:
+                assert time.monotonic() < deadline, "the live loop fell behind"
+                decoder.poll()
+                time.sleep(0.001)
+            markers += [m[0] for m in marker_inlet.pull_chunk(timeout=0.0)[0]]
+        time.sleep(0.2)
+        markers += [m[0] for m in marker_inlet.pull_chunk(timeout=0.0)[0]]
+    finally:
+        decoder.stop()
+    assert decoder.summary()["dropped_windows"] == 0
+    raised = [m for m in markers if m.startswith("alarm: seizure")]
+    got = [tuple(float(v) for v in re.findall(r"(?:onset|raised)=([\d.]+)s", m)) for m in raised]
+    assert got == [(a["onset_s"], a["raised_s"]) for a in expected]
+    ended = [m for m in markers if m.startswith("alarm end: seizure")]
+    assert len(ended) == len(expected) - (expected[-1]["end_s"] == offline[-1]["end_s"])  # the last may run to the end
