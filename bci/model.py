@@ -137,11 +137,12 @@ class TrainedModel:
 
     def bind(self, channels: ChannelSet) -> "TrainedModel":
         """This model reading a source with ``channels``: itself when its channels are
-        fixed, else a copy whose ``input_channels`` are the source's channels its contract
-        accepts (in the source's order)."""
-        if self.channels_contract.kind == "fixed":
+        fixed or already those, else a copy whose ``input_channels`` are the source's
+        channels its contract accepts (in the source's order)."""
+        picked = self.channels_contract.select(channels)
+        if self.channels_contract.kind == "fixed" or picked == self.input_channels:
             return self
-        return replace(self, input_channels=self.channels_contract.select(channels))
+        return replace(self, input_channels=picked)
 
     def preprocessor(self) -> Preprocessor:
         """A fresh :class:`Preprocessor` with the training settings and alignment."""

@@ -48,7 +48,7 @@ class DetectorThread:
     def __init__(self, model, feed, monitor: AlarmMonitor, event_log, config=None):
         from realtime.decoder import Decoder, DecoderConfig
 
-        self.model = model
+        self.model = model.bind(feed.channels)  # the stream's channels for an any-channel model
         self.model_name = model.name
         self.feed = feed
         self.monitor = monitor
@@ -65,7 +65,7 @@ class DetectorThread:
         # its own inlet on the feed's stream (same name and source id): LSL serves both
         inlet = Inlet(feed.name, source_id=feed.source_id, timeout=config.resolve_timeout_s, buffer_s=config.buffer_s,
                       assume_unit=config.assume_unit)  # fmt: skip
-        self.decoder = Decoder(model, source=inlet, config=config, on_decision=self._on_decision)
+        self.decoder = Decoder(self.model, source=inlet, config=config, on_decision=self._on_decision)
         self._weights = None  # decided at start: does the model give channel weights?
         self.error: str | None = None
         self._error_logged = False

@@ -209,3 +209,26 @@ def test_contract_narrows_never_widens_and_selects_by_type():
         ChannelContract("fixed").restrict("any")
     with pytest.raises(DataError, match="expected channels of type ecog; found types eeg, eog"):
         ChannelContract("any-of-type", ["ecog"]).select(channels.pick([2, 3]))
+
+
+def test_dashboard_decodes_84_ecog_contacts_and_names_the_ictal_ones(bandpower, files, tmp_path):
+    """``bci dashboard --replay ECOG.edf --model MODEL --screenshot``: 84 contacts decoded live, the alarm names the ictal ones."""
+    import subprocess
+    import sys
+
+    from gui.eventlog import EventLog
+
+    png, db = tmp_path / "ecog.png", tmp_path / "events.sqlite"
+    cmd = [sys.executable, "-m", "bci.cli", "dashboard", "--replay", str(files["ecog"]), "--model", str(bandpower),
+           "--config", str(ROOT / "configs" / "dashboard_ecog.yaml"), "--events", str(db),
+           "--speed", "3", "--seconds", "10", "--screenshot", str(png)]  # fmt: skip
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert png.stat().st_size > 10_000
+    log = EventLog(db)
+    loaded, = log.events("model_loaded")
+    assert loaded.details["n_channels"] == 84 and loaded.details["channel_weights"]
+    alarm = log.events("alarm")[0]
+    assert sorted(alarm.details["channels"]) == sorted(ICTAL)
+    log.close()
