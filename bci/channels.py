@@ -238,10 +238,14 @@ class ChannelContract:
             )
         return wanted
 
-    def describe(self) -> str:
-        if self.kind == "fixed":
-            return "fixed channels"
-        return f"any {'/'.join(self.types)} channels" if self.kind == "any-of-type" else "any channels"
+    def describe(self, names=()) -> str:
+        """``'any channels'``, ``'any ecog/seeg channels'``, ``'fixed channels'``; with the
+        channels read: ``'21 fixed channels (Fp1, Fp2, ...)'``, ``'84 channels (any: G1, ...)'``."""
+        kind = "fixed" if self.kind == "fixed" else f"any {'/'.join(self.types)}" if self.kind == "any-of-type" else "any"
+        if not names:
+            return f"{kind} channels"
+        shown = ", ".join(list(names)[:4]) + (", ..." if len(names) > 4 else "")
+        return f"{len(names)} fixed channels ({shown})" if self.kind == "fixed" else f"{len(names)} channels ({kind}: {shown})"
 
     def select(self, channels: ChannelSet) -> ChannelSet:
         """The channels of ``channels`` this contract reads (all of a fixed one)."""

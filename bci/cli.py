@@ -68,10 +68,12 @@ def cmd_train(args) -> int:
     model = train(args.config, args.out, progress=not args.no_progress)
     meta = model.metadata
     counts = ", ".join(f"{c}: {n}" for c, n in meta["n_windows"].items())
+    contract = model.channels_contract
+    reads = contract.describe(model.channels if contract.kind == "fixed" else ())
     print(
         f"trained {model.name} on {sum(meta['n_windows'].values())} windows ({counts}) of "
-        f"{len(model.channels)} channels x {model.n_times} samples @ {model.sfreq:g} Hz "
-        f"in {meta['fit_seconds']:.1f} s; training accuracy {meta['train_accuracy']:.3f}"
+        f"{model.n_times} samples @ {model.sfreq:g} Hz in {meta['fit_seconds']:.1f} s; "
+        f"training accuracy {meta['train_accuracy']:.3f}; reads {reads}"
     )
     print(f"wrote {args.out}")
     return 0
@@ -93,7 +95,9 @@ def cmd_predict(args) -> int:
         rows = model.predict_recording(recording, hop_s=args.hop)
         records += [{"file": Path(path).name, **r} for r in rows]
         means = ", ".join(f"{c} {sum(r[c] for r in rows) / len(rows):.3f}" for c in model.classes)
-        print(f"{Path(path).name}: {len(rows)} windows of {model.window_s:g} s; mean probability {means}")
+        bound = model.bind(recording.channels)
+        read = bound.channels_contract.describe(bound.channels)
+        print(f"{Path(path).name}: {len(rows)} windows of {model.window_s:g} s on {read}; mean probability {means}")
         if args.events:
             from .seizure import write_detections
 

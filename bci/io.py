@@ -9,6 +9,11 @@
   channel names in ``ChannelsSeizureData.csv``; pass the folder or any of its ``.inp``
   files.
 
+Channel types: EDF/BDF labels with a type prefix (``'ECOG G1'``, ``'SEEG LA1'``) give the
+type; a BIDS recording (``sub-..._ieeg.edf`` with its ``channels.tsv``) is read through
+mne-bids, so ``channels.tsv`` gives types and bad channels and ``electrodes.tsv`` positions.
+Channels the header or sidecar marks bad are excluded, with a logged warning.
+
 Signals are kept in volts (MNE's convention). No patient identifiers from file headers
 are copied into a :class:`Recording`: provenance keeps only the path, format and reader.
 """
@@ -254,9 +259,36 @@ def _header_types(path: Path) -> dict:
     return {"infer_types": True} if path.suffix.lower() in (".edf", ".bdf") else {}
 
 
-def _load_mne(path: Path) -> Recording:
+def bids_channels_tsv(path: Path) -> Path | None:
+    """The BIDS ``channels.tsv`` beside a recording named like ``sub-01_..._ieeg.edf``, or None."""
+    if not path.name.startswith("sub-") or "_" not in path.name:
+        return None
+    sidecar = path.with_name(path.name[: path.name.rindex("_")] + "_channels.tsv")
+    return sidecar if sidecar.is_file() else None
+
+
+def _read_raw(path: Path):
+    """MNE's reader; through mne-bids (channel types, bad channels, electrode positions
+    from the sidecars) when a BIDS ``channels.tsv`` is beside the file."""
     import mne
 
+    if bids_channels_tsv(path) is None:
+        return mne.io.read_raw(path, preload=True, verbose="warning", **_header_types(path))
+    from mne_bids import get_bids_path_from_fname, read_raw_bids
+
+    return read_raw_bids(get_bids_path_from_fname(path), extra_params={"preload": True}, verbose="warning")
+
+
+def _without_bads(raw, path: Path):
+    """``raw`` without the channels its header or BIDS sidecar marks bad (logged)."""
+    bads = list(raw.info["bads"])
+    if bads:
+        log.warning("%s: %d channel(s) marked bad excluded: %s", path.name, len(bads), _listing(bads))
+        raw.drop_channels(bads)
+    return raw
+
+
+def _load_mne(path: Path) -> Recording:
     if path.suffix.lower() in (".edf", ".bdf"):
         problem = edf_size_problem(path)
         if problem:
@@ -264,7 +296,7 @@ def _load_mne(path: Path) -> Recording:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            raw = mne.io.read_raw(path, preload=True, verbose="warning", **_header_types(path))
+            raw = _read_raw(path)
             failure = None
         except Exception as exc:  # MNE raises many types for a corrupt header
             failure = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -273,7 +305,8 @@ def _load_mne(path: Path) -> Recording:
         raise DataError(f"{path}: truncated or corrupt file ({re.sub(r' in file .*', '', corrupt[0])})")
     if failure:
         raise DataError(f"{path}: cannot read as {path.suffix.upper()[1:]} ({failure})")
-    return Recording.from_raw(raw, {"path": str(path), "format": path.suffix.lower()[1:], "reader": "mne"})
+    reader = "mne-bids" if bids_channels_tsv(path) else "mne"
+    return Recording.from_raw(_without_bads(raw, path), {"path": str(path), "format": path.suffix.lower()[1:], "reader": reader})
 
 
 def load_recording(path: str | Path) -> Recording:

@@ -232,3 +232,24 @@ def test_dashboard_decodes_84_ecog_contacts_and_names_the_ictal_ones(bandpower, 
     alarm = log.events("alarm")[0]
     assert sorted(alarm.details["channels"]) == sorted(ICTAL)
     log.close()
+
+
+@pytest.mark.filterwarnings("ignore:No events found:RuntimeWarning", "ignore:EDF format requires:RuntimeWarning")
+def test_bids_ieeg_sidecars_give_types_and_exclude_bad_contacts(bandpower, tmp_path, caplog):
+    """A BIDS iEEG recording: channels.tsv types (ecog, seeg) and a bad contact, read through mne-bids."""
+    from mne_bids import BIDSPath, write_raw_bids
+
+    names = ECOG[:8] + ["LA1", "LA2", "LA3", "LA4"]
+    data = np.stack([_segment("E_S" if n in ("G2", "LA1") else "C_N", i, 500.0) for i, n in enumerate(names)])
+    raw = mne.io.RawArray(data, mne.create_info(names, 500.0, ["ecog"] * 8 + ["seeg"] * 4), verbose="error")
+    raw.info["bads"] = ["G3"]
+    bids = BIDSPath(subject="01", task="monitoring", run="01", datatype="ieeg", root=tmp_path / "bids")
+    write_raw_bids(raw, bids, format="EDF", allow_preload=True, verbose=False)
+    path = bids.copy().update(suffix="ieeg", extension=".edf").fpath
+    rec = load_recording(path)
+    assert "1 channel(s) marked bad excluded: G3" in caplog.text
+    assert rec.provenance["reader"] == "mne-bids" and "G3" not in rec.channels
+    assert dict(zip(rec.channels.names, rec.channels.types)) == {n: "ecog" if n.startswith("G") else "seeg" for n in names if n != "G3"}
+    records = TrainedModel.load(bandpower).predict_recording(rec)
+    assert len(records) == 21 and all(n != "G3" for r in records for n, _ in r["top_channels"])
+    assert {r["top_channels"][0][0] for r in records} <= {"G2", "LA1"}
