@@ -145,10 +145,9 @@ class TrainedModel:
         return replace(self, input_channels=picked)
 
     def preprocessor(self) -> Preprocessor:
-        """A fresh :class:`Preprocessor` with the training settings and alignment."""
-        pre = Preprocessor.from_config(self.preprocessing)
-        pre.alignment_ = None if self.alignment is None else self.alignment.copy()
-        return pre
+        """A fresh :class:`Preprocessor` with the training settings (the alignment is the model's:
+        :meth:`predict_proba` applies it)."""
+        return Preprocessor.from_config(self.preprocessing)
 
     def _check(self, windows) -> np.ndarray:
         X = np.asarray(windows, dtype=np.float64)

@@ -11,7 +11,8 @@ Order of operations: re-reference (average or bipolar pairs, e.g. the longitudin
 "double banana"), notch (IIR, each line frequency and harmonics below Nyquist),
 band-pass (Butterworth, second-order sections), resample (polyphase FIR, the same
 Kaiser-window filter as :func:`scipy.signal.resample_poly`). Euclidean alignment acts on
-windows (:meth:`Preprocessor.fit_alignment`, :meth:`Preprocessor.align`).
+windows and belongs to the model (:func:`pipelines.alignment.euclidean_alignment` at
+training, the saved matrix applied by :class:`bci.model.TrainedModel`), not here.
 """
 
 from __future__ import annotations
@@ -137,7 +138,6 @@ class Preprocessor:
     filter_order: int = 4
     notch_quality: float = 30.0
     _stream: dict | None = field(default=None, init=False, repr=False)
-    alignment_: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "Preprocessor":
@@ -260,19 +260,19 @@ class Preprocessor:
             x = st["resampler"].process(x)
         return x
 
-    # --- windows and alignment ----------------------------------------------------
-    def fit_alignment(self, windows: np.ndarray) -> "Preprocessor":
-        """Estimate the Euclidean-alignment matrix ``R^-1/2`` from calibration windows."""
-        from pipelines.alignment import euclidean_alignment
 
-        _, self.alignment_ = euclidean_alignment(np.asarray(windows))
-        return self
+@dataclass
+class TrainingData:
+    """Preprocessed, labelled windows ready for ``fit``."""
 
-    def align(self, windows: np.ndarray) -> np.ndarray:
-        """Apply the fitted alignment to ``(n, C, T)`` windows (or one ``(C, T)``)."""
-        if self.alignment_ is None:
-            raise DataError("align() before fit_alignment(): no calibration reference")
-        return np.einsum("ij,...jt->...it", self.alignment_, windows)
+    X: np.ndarray  # (n, C, T) volts at sfreq, channels = the preprocessor's output
+    y: np.ndarray  # class names
+    groups: np.ndarray  # recording / session / run of every window
+    sfreq: float
+    input_channels: ChannelSet
+    window_s: float
+    classes: list
+    sources: list = field(default_factory=list)
 
 
 def sliding_windows(data: np.ndarray, sfreq: float, window_s: float, hop_s: float) -> tuple[np.ndarray, np.ndarray]:

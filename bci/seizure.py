@@ -43,7 +43,7 @@ from .alarm import AlarmRule, detect_alarms, smoothed_trace
 from .channels import ChannelSet
 from .errors import ConfigError, DataError, ModelError
 from .io import load_recording
-from .preprocess import Preprocessor, sliding_windows
+from .preprocess import Preprocessor, TrainingData, sliding_windows
 from .szcore import (
     SCORE_COLUMNS,
     bids_recordings,
@@ -881,8 +881,6 @@ def training_data(cfg, section: dict, pre: Preprocessor, progress: bool = False)
     electrodes of the 10-20 system); the detector itself classifies one channel at a
     time, so it is trained on single-channel windows whatever that montage.
     """
-    from .training import TrainingData
-
     try:
         spec = WindowSpec.from_config(section.get("window"), key="train.window")
     except ConfigError as exc:

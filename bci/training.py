@@ -32,18 +32,32 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import mne
 import numpy as np
+import sklearn
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.metrics import get_scorer_names
+from sklearn.model_selection import StratifiedKFold
+from tqdm.auto import tqdm
+
+from pipelines.alignment import euclidean_alignment
+from pipelines.registry import load_pipelines
+from pipelines.selection import default_scoring
 
 from .channels import CONTRACTS, ChannelSet
 from .config import Config, load_config
+from .datasets import get_dataset
 from .errors import DataError
+from .evaluate import _group_fit_params, chosen_params, fill_unset
 from .io import Recording, load_recording
 from .model import TrainedModel, inferred_contract
-from .preprocess import Preprocessor, epochs_from_annotations
+from .preprocess import Preprocessor, TrainingData, epochs_from_annotations
+from .seizure import training_data
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +67,6 @@ TRAIN_KEYS = {
 }  # fmt: skip
 TASKS = ("classification", "seizure")
 DATA_TYPES = ("eeg", "seeg", "ecog")
-
-
-@dataclass
-class TrainingData:
-    """Preprocessed, labelled windows ready for ``fit``."""
-
-    X: np.ndarray  # (n, C, T) volts at sfreq, channels = the preprocessor's output
-    y: np.ndarray  # class names
-    groups: np.ndarray  # recording / session / run of every window
-    sfreq: float
-    input_channels: ChannelSet
-    window_s: float
-    classes: list
-    sources: list = field(default_factory=list)
 
 
 def validate_train_section(cfg: Config) -> dict:
@@ -100,8 +100,6 @@ def validate_train_section(cfg: Config) -> dict:
         raise cfg.error("train", "no data: name MOABB 'datasets' or local 'train.recordings'")
     scoring = section.get("scoring")
     if scoring is not None:
-        from sklearn.metrics import get_scorer_names
-
         if scoring not in get_scorer_names():
             raise cfg.error("train.scoring", f"unknown scikit-learn scorer {scoring!r} (e.g. roc_auc, accuracy, balanced_accuracy)")
     return section
@@ -113,10 +111,6 @@ def training_recordings(cfg: Config, section: dict) -> list[tuple[str, Recording
     MOABB datasets give one recording per (subject, session, run) with their trial
     interval; local files give one recording each (group = file name).
     """
-    import os
-
-    from .datasets import get_dataset
-
     out = []
     mne_data = (cfg.get("data") or {}).get("mne_data")
     if mne_data and not os.environ.get("MNE_DATA"):
@@ -157,8 +151,6 @@ def _event_map(events) -> dict:
 
 def classification_data(cfg: Config, section: dict, pre: Preprocessor, progress: bool = False) -> TrainingData:
     """Epochs around annotated events, preprocessed causally recording by recording."""
-    from tqdm.auto import tqdm
-
     recordings = training_recordings(cfg, section)
     first = recordings[0][1]
     names = section.get("channels") or [n for n, t in zip(first.channels.names, first.channels.types) if t in DATA_TYPES]
@@ -209,22 +201,12 @@ def _default_class(description: str) -> bool:
 
 def collect(cfg: Config, section: dict, pre: Preprocessor, progress: bool = False) -> TrainingData:
     if section["task"] == "seizure":
-        from .seizure import training_data
-
         return training_data(cfg, section, pre, progress=progress)
     return classification_data(cfg, section, pre, progress=progress)
 
 
 def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel:
     """Fit the config's pipeline on its data and save it to ``out_dir``."""
-    import mne
-    import sklearn
-
-    from pipelines.registry import load_pipelines
-    from pipelines.selection import default_scoring
-
-    from .evaluate import _group_fit_params, chosen_params, fill_unset
-
     mne.set_log_level("ERROR")
     cfg = config if isinstance(config, Config) else load_config(config)
     section = validate_train_section(cfg)
@@ -236,9 +218,8 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     data = collect(cfg, section, pre, progress=progress)
     X = data.X
     alignment = None
-    if align:
-        alignment = pre.fit_alignment(X).alignment_
-        X = pre.align(X)
+    if align:  # the model's Euclidean alignment, estimated on the calibration windows
+        X, alignment = euclidean_alignment(X)
     # Inner searches (param_grid, ACM grid) score as MOABB's evaluations do unless the
     # config says otherwise: ROC-AUC for two classes, accuracy for more.
     scoring = section.get("scoring") or default_scoring(len(data.classes))
@@ -252,9 +233,6 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     if not hasattr(estimator, "predict_proba"):
         # Live decoding needs probabilities: Platt scaling on out-of-fold decision values,
         # the classifier itself refitted on all windows (scikit-learn's ensemble=False).
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.model_selection import StratifiedKFold
-
         cv = StratifiedKFold(min(5, *np.unique(data.y, return_counts=True)[1]), shuffle=True, random_state=cfg["seed"])
         estimator = CalibratedClassifierCV(estimator, method="sigmoid", cv=cv, ensemble=False)
         calibration = f"sigmoid (Platt) on {cv.get_n_splits()}-fold out-of-fold decision values"
@@ -288,8 +266,6 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for pkg in ("torch", "pyriemann", "braindecode", "moabb"):
         try:

@@ -143,3 +143,23 @@ def test_train_config_errors(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "unknown pipeline 'no_such_pipeline'" in capsys.readouterr().err
+
+
+def test_training_with_euclidean_alignment_saves_the_whitening_matrix(tmp_path, data_dir):
+    from bci.config import load_config
+    from bci.preprocess import Preprocessor
+    from bci.training import collect, train, validate_train_section
+
+    path = train_config(tmp_path, pipeline="ts_lr")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["preprocessing"]["euclidean_alignment"] = True
+    path.write_text(yaml.safe_dump(cfg))
+    trained = train(path, tmp_path / "ea", progress=False)
+    loaded = TrainedModel.load(tmp_path / "ea")
+    # R^-1/2 of the calibration windows' mean X X^T / T: it whitens them
+    config = load_config(path)
+    data = collect(config, validate_train_section(config), Preprocessor(bandpass=[8, 30]))
+    mean_cov = np.mean([x @ x.T / x.shape[1] for x in data.X], axis=0)
+    np.testing.assert_allclose(loaded.alignment @ mean_cov @ loaded.alignment, np.eye(len(loaded.channels)), atol=1e-8)
+    # the saved model applies it itself: the same probabilities as the model in memory
+    np.testing.assert_allclose(loaded.predict_proba(data.X[:5]), trained.predict_proba(data.X[:5]), atol=1e-10)

@@ -102,16 +102,3 @@ def test_windows_and_epochs(data_dir):
     W, starts = sliding_windows(rec.data, rec.sfreq, 2.0, 0.5)
     assert W.shape[1:] == (64, 320) and starts[1] == 0.5
     assert np.array_equal(W[3], rec.data[:, 240:560])
-
-
-def test_euclidean_alignment_covariances_average_to_identity():
-    rng = np.random.default_rng(3)
-    mixing = rng.normal(size=(4, 4))
-    windows = np.einsum("ij,njt->nit", mixing, rng.normal(size=(40, 4, 500))) * 1e-5
-    pre = Preprocessor().fit_alignment(windows)
-    aligned = pre.align(windows)
-    mean_cov = np.mean([w @ w.T / w.shape[1] for w in aligned], axis=0)
-    assert np.allclose(mean_cov, np.eye(4), atol=1e-10)
-    assert pre.align(windows[0]).shape == (4, 500)  # one live window
-    with pytest.raises(DataError, match="before fit_alignment"):
-        Preprocessor().align(windows)
