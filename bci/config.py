@@ -122,10 +122,10 @@ def validate_preprocessing(cfg: Config, section: dict | None, key: str = "prepro
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind) or value <= 0):
             raise cfg.error(f"{key}.{name}", f"expected a positive number, found {value!r}")
     ref = section.get("reference")
-    if ref not in (None, "none", "average", "double_banana") and not (
+    if ref not in (None, "none", "average", "double_banana", "shaft_bipolar") and not (
         isinstance(ref, list) and all(isinstance(p, list) and len(p) == 2 for p in ref)
     ):
-        raise cfg.error(f"{key}.reference", f"expected null, average, double_banana or [[anode, cathode], ...], found {ref!r}")
+        raise cfg.error(f"{key}.reference", f"expected null, average, double_banana, shaft_bipolar or [[anode, cathode], ...], found {ref!r}")
     return section
 
 

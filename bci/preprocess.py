@@ -8,8 +8,8 @@
   ``apply(..., causal=True)`` of the whole signal to float tolerance.
 
 Order of operations: re-reference (average or bipolar pairs, e.g. the longitudinal
-"double banana"), notch (IIR, each line frequency and harmonics below Nyquist),
-band-pass (Butterworth, second-order sections), resample (polyphase FIR, the same
+"double banana" or neighbouring iEEG contacts along each shaft, strip or grid), notch
+(IIR, each line frequency and harmonics below Nyquist), band-pass (Butterworth, second-order sections), resample (polyphase FIR, the same
 Kaiser-window filter as :func:`scipy.signal.resample_poly`). Euclidean alignment acts on
 windows and belongs to the model (:func:`pipelines.alignment.euclidean_alignment` at
 training, the saved matrix applied by :class:`bci.model.TrainedModel`), not here.
@@ -18,6 +18,7 @@ training, the saved matrix applied by :class:`bci.model.TrainedModel`), not here
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -37,24 +38,42 @@ DOUBLE_BANANA = [
     ("Fp2", "F4"), ("F4", "C4"), ("C4", "P4"), ("P4", "O2"),
     ("Fp2", "F8"), ("F8", "T8"), ("T8", "P8"), ("P8", "O2"),
 ]  # fmt: skip
+#: Channel types whose contacts ``reference: shaft_bipolar`` pairs along their numbering.
+IEEG_TYPES = ("ecog", "seeg", "dbs")
+_CONTACT = re.compile(r"^(\D.*?)0*(\d+)$")
+
+
+def shaft_pairs(channels: ChannelSet) -> list[tuple[str, str]]:
+    """Neighbouring contacts of every iEEG shaft, strip or grid: ``[(G1, G2), (G2, G3), ...]``.
+
+    Contacts are the channels of :data:`IEEG_TYPES` named lead + number (``G12``,
+    ``LA3``, ``ATT01``); each contact is paired with the next number on its lead when that
+    one is present (grids follow their numbering, row ends included).
+    """
+    leads: dict[str, dict[int, str]] = {}
+    for name, kind in zip(channels.names, channels.types):
+        match = _CONTACT.match(name)
+        if kind in IEEG_TYPES and match:
+            leads.setdefault(match.group(1), {})[int(match.group(2))] = name
+    return [(c[k], c[k + 1]) for c in leads.values() for k in sorted(c) if k + 1 in c]
 
 
 def reference_matrix(channels: ChannelSet, reference) -> tuple[np.ndarray, list[str]]:
     """The linear re-referencing operator ``(n_out, n_in)`` and the output names.
 
-    ``reference`` is ``None`` (keep), ``'average'``, ``'double_banana'`` or a list of
-    ``[anode, cathode]`` pairs. Bipolar pairs whose electrodes are absent are skipped;
-    none present is an error.
+    ``reference`` is ``None`` (keep), ``'average'``, ``'double_banana'``,
+    ``'shaft_bipolar'`` (:func:`shaft_pairs`) or a list of ``[anode, cathode]`` pairs.
+    Bipolar pairs whose electrodes are absent are skipped; none present is an error.
     """
     n = len(channels)
     if reference in (None, "none"):
         return np.eye(n), list(channels.names)
     if reference == "average":
         return np.eye(n) - np.full((n, n), 1.0 / n), list(channels.names)
-    pairs = DOUBLE_BANANA if reference == "double_banana" else reference
+    pairs = shaft_pairs(channels) if reference == "shaft_bipolar" else DOUBLE_BANANA if reference == "double_banana" else reference
     if not isinstance(pairs, (list, tuple)) or not all(len(p) == 2 for p in pairs):
         raise ConfigError(
-            f"reference: expected null, 'average', 'double_banana' or a list of [anode, cathode] pairs, found {reference!r}"
+            f"reference: expected null, 'average', 'double_banana', 'shaft_bipolar' or a list of [anode, cathode] pairs, found {reference!r}"
         )
     rows, names = [], []
     for a, b in pairs:
@@ -65,6 +84,8 @@ def reference_matrix(channels: ChannelSet, reference) -> tuple[np.ndarray, list[
             rows.append(row)
             names.append(f"{a}-{b}")
     if not rows:
+        if reference == "shaft_bipolar":
+            raise DataError("bipolar montage: expected neighbouring ecog/seeg/dbs contacts named lead + number (G1, G2, ...), found none")
         raise DataError(f"bipolar montage: none of its {len(pairs)} electrode pairs is in the recording")
     return np.vstack(rows), names
 

@@ -253,3 +253,19 @@ def test_bids_ieeg_sidecars_give_types_and_exclude_bad_contacts(bandpower, tmp_p
     records = TrainedModel.load(bandpower).predict_recording(rec)
     assert len(records) == 21 and all(n != "G3" for r in records for n, _ in r["top_channels"])
     assert {r["top_channels"][0][0] for r in records} <= {"G2", "LA1"}
+
+
+def test_shaft_bipolar_pairs_neighbouring_contacts_and_reports_the_pairs(bandpower, files):
+    from bci.preprocess import Preprocessor, shaft_pairs
+
+    channels = ChannelSet(["G1", "G2", "G3", "LA01", "LA02", "LA4", "Fp1", "F3"], ["ecog"] * 3 + ["seeg"] * 3 + ["eeg"] * 2)
+    assert shaft_pairs(channels) == [("G1", "G2"), ("G2", "G3"), ("LA01", "LA02")]
+    rec = load_recording(files["ecog"])
+    processed = Preprocessor(reference="shaft_bipolar").apply(rec)
+    assert len(processed.channels) == 63 + 5 + 5 + 7 and processed.channels.names[:2] == ("G1-G2", "G2-G3")
+    model = TrainedModel.load(bandpower)
+    model.preprocessing["reference"] = "shaft_bipolar"
+    records = model.predict_recording(rec)
+    assert {name for r in records for name, _ in r["top_channels"]} <= {"G9-G10", "G10-G11", "G11-G12", "AD1-AD2", "AD2-AD3"}
+    with pytest.raises(DataError, match="expected neighbouring ecog/seeg/dbs contacts"):
+        Preprocessor(reference="shaft_bipolar").apply(load_recording(MALOW))
