@@ -1,4 +1,6 @@
-"""Import smoke check: is every package the application needs importable here?
+"""The machine the application runs on: the import smoke check and a one-line description.
+
+Import smoke check: is every package the application needs importable here?
 
 A broken install (e.g. a torchaudio whose compiled extension does not load against the
 installed torch) otherwise shows up as a hundred collection errors deep inside libraries.
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import platform
+from datetime import date
 
 #: (module to import, why the application needs it), in dependency order: a failure is
 #: reported at the lowest package that fails, not at everything built on it.
@@ -56,3 +60,14 @@ def broken_install_message(failed: list[tuple[str, str]]) -> str | None:
     name, error = failed[0]
     others = f" (also failing: {', '.join(n for n, _ in failed[1:])})" if len(failed) > 1 else ""
     return f"broken install: cannot import {name} ({why.get(name, 'required')}): {error}{others}; fix: {FIX}"
+
+
+def machine_description() -> str:
+    """One line naming the machine a report or benchmark ran on (for summary.md, RESULTS.md)."""
+    import torch  # local: seconds to import, and only reports and benchmarks need it
+
+    cpu = platform.processor() or platform.machine()
+    text = f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return f"{text}, {date.today().isoformat()}"

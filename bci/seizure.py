@@ -41,6 +41,7 @@ import numpy as np
 
 from .alarm import AlarmRule, detect_alarms, smoothed_trace
 from .channels import ChannelSet
+from .environment import machine_description
 from .errors import ConfigError, DataError, ModelError
 from .io import load_recording
 from .preprocess import Preprocessor, TrainingData, sliding_windows
@@ -792,8 +793,6 @@ def detector_grid(traces: dict, events: dict, detector: AlarmRule) -> list[str]:
 
 
 def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre, traces=None) -> str:
-    from benchmarks.common import machine_description
-
     lines = [f"# {title}", "", f"Seed {cfg['seed']}; machine: {machine_description()}.", ""]
     lines.append(
         f"Preprocessing (causal, as live): {json.dumps(pre.to_config())}. Windows: {spec.length_s:g} s at {spec.sfreq:g} Hz, "

@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import json
-import platform
-from datetime import date
 from pathlib import Path
 
-
-def machine_description() -> str:
-    """One line naming the machine a benchmark ran on (for RESULTS.md)."""
-    import os
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    text = f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return f"{text}, {date.today().isoformat()}"
+from bci.environment import machine_description
 
 
 def format_table(rows: list[dict], title: str | None = None) -> str:
