@@ -9,7 +9,8 @@
 
 Order of operations: re-reference (average or bipolar pairs, e.g. the longitudinal
 "double banana" or neighbouring iEEG contacts along each shaft, strip or grid), notch
-(IIR, each line frequency and harmonics below Nyquist), band-pass (Butterworth, second-order sections), resample (polyphase FIR, the same
+(IIR, each line frequency and harmonics below Nyquist), band-pass (Butterworth,
+second-order sections), resample (polyphase FIR, the same
 Kaiser-window filter as :func:`scipy.signal.resample_poly`). Euclidean alignment acts on
 windows and belongs to the model (:func:`pipelines.alignment.euclidean_alignment` at
 training, the saved matrix applied by :class:`bci.model.TrainedModel`), not here.

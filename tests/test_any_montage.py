@@ -137,8 +137,9 @@ def test_a_config_may_narrow_the_contract_to_fixed(tmp_path, files, capsys):
     cfg["train"].update(recordings=[str(BONN)], channels_contract="fixed")
     path = tmp_path / "fixed.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert main(["train", str(path), "--out", str(tmp_path / "m")]) == 0
+    assert main(["train", str(path), "--out", str(tmp_path / "m"), "--no-progress"]) == 0
     assert TrainedModel.load(tmp_path / "m").channels_contract.kind == "fixed"
+    assert "reads 21 fixed channels (Fp1, Fp2, F3, F4, ...)" in capsys.readouterr().out
     assert main(["predict", str(tmp_path / "m"), str(files["one"])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a fixed-channel model" in err[0] and "21 of 21 target channels are missing" in err[0]
