@@ -270,3 +270,19 @@ def test_shaft_bipolar_pairs_neighbouring_contacts_and_reports_the_pairs(bandpow
     assert {name for r in records for name, _ in r["top_channels"]} <= {"G9-G10", "G10-G11", "G11-G12", "AD1-AD2", "AD2-AD3"}
     with pytest.raises(DataError, match="expected neighbouring ecog/seeg/dbs contacts"):
         Preprocessor(reference="shaft_bipolar").apply(load_recording(MALOW))
+
+
+def test_contract_inferred_from_the_pipeline():
+    from pyriemann.classification import MDM
+    from pyriemann.estimation import Covariances
+    from sklearn.pipeline import make_pipeline
+
+    from bci.model import inferred_contract
+    from pipelines.deep import DeepClassifier
+    from pipelines.seizure import make_seizure_pipeline
+
+    assert inferred_contract(make_seizure_pipeline("BP+LR")).kind == "any"
+    assert inferred_contract(make_seizure_pipeline("ACM+TS+LR")).kind == "any"
+    assert inferred_contract(DeepClassifier("MVPFormer")).kind == "any"  # joint or channel-independent: any channel count
+    assert inferred_contract(DeepClassifier("DBConformer")).kind == "fixed"
+    assert inferred_contract(make_pipeline(Covariances(), MDM())).kind == "fixed"
