@@ -10,8 +10,9 @@
   timescoring's own formulas to the sums.
 - **events.tsv**: :func:`write_events_tsv` writes SzCORE's BIDS / HED-SCORE annotation
   format (``onset, duration, eventType, confidence, channels, dateTime,
-  recordingDuration``; ``sz`` for a seizure, one ``bckg`` row for a recording without
-  one); :func:`read_seizures_tsv` reads the seizures of such a file, or of a BIDS
+  recordingDuration``; ``sz`` for a seizure, ``artf`` for an artefact a reviewer marked,
+  one ``bckg`` row for a recording without any; optionally BIDS's ``trial_type`` too);
+  :func:`read_seizures_tsv` reads the seizures of such a file, or of a BIDS
   ``events.tsv`` written by MNE-BIDS (``trial_type`` column).
 - **BIDS-EEG datasets**: :func:`bids_recordings` lists the EEG/iEEG recordings of a BIDS
   root (MNE-BIDS) with their ``events.tsv``.
@@ -37,6 +38,8 @@ EVENT_PARAMETERS = scoring.EventScoring.Parameters()
 #: SzCORE's events.tsv columns, in order.
 COLUMNS = ["onset", "duration", "eventType", "confidence", "channels", "dateTime", "recordingDuration"]
 SEIZURE, BACKGROUND = "sz", "bckg"
+#: eventType of an artefact (the TUH EEG Events corpus's code, beside its ``bckg``).
+ARTEFACT = "artf"
 #: Keys of :func:`score_recording` and :func:`pooled_scores`.
 SCORE_COLUMNS = ["hours"] + [
     f"{level}_{key}" for level in ("event", "sample") for key in ("ref", "tp", "fp", "sensitivity", "precision", "f1", "fp_per_24h")
@@ -113,23 +116,29 @@ def pooled_scores(rows) -> dict:
 
 
 # ------------------------------------------------------------------- events.tsv
-def events_frame(events, duration_s: float, start: _dt.datetime | None = None) -> pd.DataFrame:
-    """SzCORE annotations of a recording: one ``sz`` row per ``(onset_s, end_s,
-    confidence)``, or one ``bckg`` row spanning the recording when there is none."""
+def events_frame(events, duration_s: float, start: _dt.datetime | None = None, *, trial_type: bool = False) -> pd.DataFrame:
+    """SzCORE annotations of a recording: one row per ``(onset_s, end_s, confidence)``
+    (``sz``) or ``(onset_s, end_s, confidence, eventType)`` (e.g. ``artf`` for an
+    artefact; a confidence of None is ``n/a``, as for a human reviewer's marks), or one
+    ``bckg`` row spanning the recording when there is none. ``trial_type`` adds BIDS's
+    ``trial_type`` column (the same codes), which MNE-BIDS reads as descriptions."""
     when = (start or UNKNOWN_START).strftime("%Y-%m-%d %H:%M:%S")
-    rows = [(onset, end - onset, SEIZURE, round(float(conf), 4)) for onset, end, conf in events]
+    rows = [(e[0], e[1] - e[0], e[3] if len(e) > 3 else SEIZURE, "n/a" if e[2] is None else round(float(e[2]), 4)) for e in events]
     rows = rows or [(0.0, duration_s, BACKGROUND, "n/a")]
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         [(round(o, 3), round(d, 3), kind, conf, "n/a", when, round(duration_s, 3)) for o, d, kind, conf in rows],
         columns=COLUMNS,
     )
+    if trial_type:
+        frame["trial_type"] = frame["eventType"]
+    return frame
 
 
-def write_events_tsv(path, events, duration_s: float, start: _dt.datetime | None = None) -> Path:
+def write_events_tsv(path, events, duration_s: float, start: _dt.datetime | None = None, *, trial_type: bool = False) -> Path:
     """Write :func:`events_frame` to ``path`` (tab-separated, BIDS ``n/a`` for missing)."""
     path = Path(path)
     try:
-        events_frame(events, duration_s, start).to_csv(path, sep="\t", index=False)
+        events_frame(events, duration_s, start, trial_type=trial_type).to_csv(path, sep="\t", index=False)
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
