@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--source", metavar="NAME")
     src.add_argument("--replay", metavar="FILE")
+    src.add_argument("--review", metavar="FILE", help="open a whole recording for review (not live): mark seizures and artefacts, export events.tsv")
     p.add_argument("--model", metavar="MODEL_DIR")
     p.add_argument("--screenshot", metavar="PNG", help="run offscreen for --seconds, then save the window")
     p.add_argument("--seconds", type=float, help="run for this many seconds, then close")

@@ -2,7 +2,7 @@
 
 ::
 
-    bci dashboard [--source NAME | --replay FILE] [--model MODEL_DIR]
+    bci dashboard [--source NAME | --replay FILE | --review FILE] [--model MODEL_DIR]
                   [--screenshot PNG --seconds S] [--speed X] [--config YAML] [--events DB]
 
 Start-up order: the event log opens first (``session_start``), then the stream (a live
@@ -11,7 +11,9 @@ raises a one-line :class:`~bci.errors.BCIError`. ``--seconds S`` runs the window
 seconds and closes it; with ``--screenshot PNG`` it runs offscreen
 (``QT_QPA_PLATFORM=offscreen`` unless a platform was chosen) and saves the window.
 Closing stops the frame timer, the detector thread and the acquisition thread (each
-joined with a bound) and logs ``session_end``.
+joined with a bound) and logs ``session_end``. ``--review FILE`` opens a whole recording
+for review instead (no LSL, no detector; :mod:`gui.review`): marks go to the event log
+and export as ``events.tsv``.
 """
 
 from __future__ import annotations
@@ -140,11 +142,14 @@ class Session:
     """Everything one dashboard run owns: event log, feed, detector, window."""
 
     def __init__(self, *, source: str | None = None, replay=None, model_dir=None, config: dict | None = None,
-                 events: str | Path | None = None, speed: float | None = None, timeout: float = 10.0):
+                 events: str | Path | None = None, speed: float | None = None, timeout: float = 10.0,
+                 review: str | Path | None = None):
         from .alarms import AlarmMonitor
         from .eventlog import EventLog
         from .feed import LslFeed
 
+        if review is not None and (source is not None or replay is not None or model_dir is not None):
+            raise ConfigError("--review FILE opens a recording on its own: drop --source, --replay and --model")
         self.cfg = cfg = copy.deepcopy(config) if config is not None else load_dashboard_config()
         self.event_log = EventLog(events or cfg["event_log"])
         self.feed = self.decoder = self.window = None
@@ -153,8 +158,14 @@ class Session:
         try:
             what = f"replay of {Path(str(replay)).name}" if replay is not None and not hasattr(replay, "data") else (
                 "replay" if replay is not None else f"source {source or '(first EEG stream)'}")  # fmt: skip
+            if review is not None:  # no file name: it may name the patient
+                what = "review of a recording"
             self.event_log.log("session_start", f"dashboard started ({what})")
             self.monitor = AlarmMonitor(AlarmRule.from_config(cfg["alarm"]), self.event_log)
+            if review is not None:
+                self.window = _review_window(review, self.event_log, self.monitor, cfg)
+                self.feed = self.window.feed
+                return
             # the model first (slow imports), so that the detector joins the stream right after the traces
             model = _load_model(model_dir) if model_dir is not None else None
             self.feed = LslFeed(source, replay=replay, speed=speed or cfg["replay_speed"], buffer_s=cfg["buffer_s"],
@@ -223,6 +234,19 @@ class Session:
             self.event_log.close()
 
 
+def _review_window(path, event_log, monitor, cfg):
+    """The review window over the whole recording at ``path``."""
+    from bci.io import load_recording
+
+    from .feed import RecordingFeed
+    from .review import ReviewWindow
+
+    path = Path(path)
+    feed = RecordingFeed(load_recording(path), path.name if path.is_dir() else path.stem)
+    ensure_qapp()
+    return ReviewWindow(feed, event_log, monitor, cfg)
+
+
 def _load_model(model_dir):
     """A saved model (``bci train`` output); any unreadable folder is a ModelError."""
     from bci.model import TrainedModel
@@ -249,7 +273,8 @@ def main(args) -> int:
     elif not has_display and not os.environ.get("QT_QPA_PLATFORM"):
         raise ConfigError("no display to open the dashboard on (DISPLAY is not set); use --screenshot PNG --seconds S, or set QT_QPA_PLATFORM")
     session = Session(source=args.source, replay=args.replay, model_dir=args.model, config=cfg,
-                      events=getattr(args, "events", None), speed=getattr(args, "speed", None))  # fmt: skip
+                      events=getattr(args, "events", None), speed=getattr(args, "speed", None),
+                      review=getattr(args, "review", None))  # fmt: skip
     try:
         if args.seconds:
             t0 = time.monotonic()

@@ -2,7 +2,8 @@
 
 Every event a clinician must be able to reconstruct after a crash is written here the
 moment it happens: alarms (onset, channels, probability), acknowledgements and notes,
-stream lost / regained, model loaded, session start and end. The file is opened in
+stream lost / regained, model loaded, session start and end, and a reviewer's marks
+(``annotation``: seizure or artefact intervals, :mod:`gui.review`). The file is opened in
 write-ahead-log mode with ``synchronous=FULL`` and every :meth:`EventLog.log` call is
 its own committed transaction, so a crash loses nothing that was logged; reopening the
 file shows the whole history (and the alarms still waiting for acknowledgement).
@@ -31,7 +32,7 @@ SCHEMA_VERSION = 1
 #: Event kinds the dashboard writes.
 KINDS = (
     "session_start", "session_end", "stream_connected", "stream_lost", "stream_regained",
-    "model_loaded", "model_error", "alarm", "ack", "note",
+    "model_loaded", "model_error", "alarm", "ack", "note", "annotation",
 )  # fmt: skip
 #: ``details`` keys that would carry patient identifiers: never stored.
 IDENTIFIER_KEYS = {

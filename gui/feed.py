@@ -289,3 +289,37 @@ class LslFeed:
             "losses": 0 if stats is None else stats.losses,
             "error": None if self.error is None else str(self.error),
         }
+
+
+class RecordingFeed:
+    """The feed interface of :class:`LslFeed` over a whole recording, for review
+    (``bci dashboard --review FILE``): every sample is there from the start, no thread,
+    no LSL. Markers are the recording's annotations (onset, description); only the
+    file's name, rate and channels are exposed, nothing from its header.
+    """
+
+    def __init__(self, recording, name: str = "recording"):
+        self.recording = recording
+        self.name = name
+        self.sfreq = recording.sfreq
+        self.channels = recording.channels
+        self.state = "review"
+        self.first_index = 0
+        self.n_samples = recording.n_times
+        ann = recording.annotations
+        self._markers = [(float(t), str(text)) for t, text in zip(ann.onset, ann.description)]
+
+    def read(self, start: int, stop: int) -> tuple[int, np.ndarray]:
+        """Raw volts ``(n_channels, n)`` from ``start`` to ``stop`` (clipped to the recording)."""
+        start, stop = max(int(start), 0), min(int(stop), self.n_samples)
+        return start, self.recording.data[:, start:max(start, stop)]
+
+    def markers(self) -> list[tuple[float, str]]:
+        return list(self._markers)
+
+    def status(self) -> dict:
+        return {"name": self.name, "sfreq": self.sfreq, "rate_hz": float("nan"), "n_channels": len(self.channels),
+                "state": self.state, "silent_s": 0.0, "dropped": 0, "losses": 0, "error": None}  # fmt: skip
+
+    def stop(self) -> None:
+        """Nothing runs: kept for the window's shutdown."""

@@ -40,7 +40,8 @@ from .display import (
 SENSITIVITIES = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000)
 PAGES = (10, 20, 30)
 NICE_UV = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000)
-COLORS = {"annotation": "#1f5fbf", "alarm": "#d01010", "note": "#107a30", "marker": "#1f5fbf"}
+COLORS = {"annotation": "#1f5fbf", "alarm": "#d01010", "note": "#107a30", "marker": "#1f5fbf",
+          "seizure": "#d01010", "artefact": "#b06a00"}  # fmt: skip
 
 
 class TimeAxis(pg.AxisItem):
@@ -276,7 +277,7 @@ class TraceView(QtWidgets.QWidget):
         self.lost_label.setVisible(lost)
 
     def set_annotations(self, items: list[tuple[float, str, str]]) -> None:
-        """Marks ``(stream time s, text, kind)``; kind in annotation / alarm / note."""
+        """Marks ``(stream time s, text, kind)``; kind in :data:`COLORS` (annotation, alarm, note, seizure...)."""
         self.annotations = sorted(items)
         self._dirty = True
         self._last_key = None

@@ -35,6 +35,7 @@ EVENT_LABELS = {
     "session_start": "Session start", "session_end": "Session end", "stream_connected": "Stream connected",
     "stream_lost": "Signal lost", "stream_regained": "Signal regained", "model_loaded": "Model loaded",
     "model_error": "Detector error", "alarm": "SEIZURE ALARM", "ack": "Acknowledged", "note": "Note",
+    "annotation": "Annotation",
 }  # fmt: skip
 
 
