@@ -4,7 +4,8 @@ Covers: the reviewer's marks without Qt (open/close intervals, clipping, errors,
 stepping, events.tsv in SzCORE + BIDS columns read back by pandas, MNE-BIDS and
 bci.szcore), the review window on the Malow recording (whole recording loaded, pages,
 jumps, a seizure onset/offset and an artefact marked, logged to SQLite, exported,
-drawn), and the command line (screenshot, no patient identifiers, bad input).
+drawn), keyboard shortcuts, and the command line (screenshot, no patient identifiers,
+bad input).
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ def test_review_cli_screenshot_no_identifiers_and_bad_input(qapp, tmp_path):
     import datetime as dt
 
     import mne
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
 
     from bci.cli import main
     from gui.app import Session
@@ -168,9 +171,15 @@ def test_review_cli_screenshot_no_identifiers_and_bad_input(qapp, tmp_path):
         w = session.window
         assert (3.0, "spike", "annotation") in w.traces.annotations  # the recording's own annotation
         assert w.jump(1) == 3.0
-        w.begin_mark("seizure", 5.0)
-        w.end_mark("seizure", 12.0)
+        w.show()
+        w.activateWindow()
+        qapp.processEvents()
+        QTest.keyClick(w.traces, Qt.Key_O)  # seizure onset at the cursor
+        QTest.keyClick(w.traces, Qt.Key_PageDown)  # the cursor is now off the page: its middle
+        QTest.keyClick(w.traces, Qt.Key_O, Qt.ShiftModifier)  # seizure offset
+        assert w.traces.page_window() == (10.0, 20.0)
         tsv = w.export_events(tmp_path / "events.tsv")
+        _check_events_tsv(tsv, [(3.0, 12.0, "sz")])
     finally:
         session.close()
     csv = tmp_path / "e.csv"
