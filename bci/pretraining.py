@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .channels import DATA_TYPES, ChannelSet
 from .config import Config, load_config, validate_preprocessing
 from .errors import ConfigError, DataError
 
@@ -59,7 +60,6 @@ PRETRAIN_KEYS = {
     "checkpoint_every", "strategy", "device", "seed", "temperature", "n_negatives",
 }  # fmt: skip
 NORMALIZE = ("zscore", "microvolts", "none")
-DATA_TYPES = ("eeg", "seeg", "ecog", "dbs")
 DEFAULTS = {
     "segment_seconds": 1.0, "window_segments": 8, "max_windows_per_recording": None,
     "normalize": "zscore", "model": {"size": "tiny"}, "steps": 100, "batch_size": 8, "lr": 1e-3,
@@ -197,7 +197,6 @@ def pretrain_windows(cfg: Config, section: dict) -> PretrainWindows:
 
 
 def _subset(channels, keep):
-    from .channels import ChannelSet
 
     return ChannelSet([channels.names[i] for i in keep], [channels.types[i] for i in keep], channels.positions)
 

@@ -49,7 +49,7 @@ from pipelines.alignment import euclidean_alignment
 from pipelines.registry import load_pipelines
 from pipelines.selection import default_scoring
 
-from .channels import CONTRACTS, ChannelSet
+from .channels import CONTRACTS, DATA_TYPES, ChannelSet
 from .config import Config, load_config
 from .datasets import get_dataset
 from .errors import DataError
@@ -66,7 +66,6 @@ TRAIN_KEYS = {
     "channels_contract", "channel_types",
 }  # fmt: skip
 TASKS = ("classification", "seizure")
-DATA_TYPES = ("eeg", "seeg", "ecog")
 
 
 def validate_train_section(cfg: Config) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bci.channels import ChannelSet
+from bci.channels import DATA_TYPES
 from bci.errors import ConfigError
 from bci.preprocess import DOUBLE_BANANA, Preprocessor, reference_matrix
 
@@ -38,7 +39,6 @@ BANANA_CHAINS = {
 }
 #: Minimum number of double-banana pairs present to offer the montage.
 MIN_BANANA_PAIRS = 12
-DATA_TYPES = ("eeg", "seeg", "ecog", "dbs")
 
 
 def available_montages(channels: ChannelSet) -> list[str]:
