@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bci.channels import ChannelSet
-from bci.channels import DATA_TYPES
+from bci.channels import DATA_TYPES, ChannelSet
 from bci.errors import ConfigError
 from bci.preprocess import DOUBLE_BANANA, Preprocessor, reference_matrix
 
