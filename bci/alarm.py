@@ -22,6 +22,8 @@ import collections
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+
 from .errors import ConfigError, DataError
 
 
@@ -166,3 +168,42 @@ def detect_alarms(rule: AlarmRule, times, proba, channel_weights=None) -> list[d
     weights = channel_weights if channel_weights is not None else [None] * len(times)
     events = [e for t, p, w in zip(times, proba, weights) for e in live.update(t, p, w)] + live.finish()
     return [e for e in events if e["event"] == "end"]
+
+
+#: Thresholds :func:`operating_point` tries, lowest first.
+THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2).tolist())
+
+
+def operating_point(rule: AlarmRule, traces, target_fp_per_24h: float, thresholds=THRESHOLDS) -> tuple[AlarmRule, dict]:
+    """The lowest threshold whose false alarms on background stay within a target.
+
+    ``traces``: ``(times, proba, has_seizure, duration_s)`` per training recording or
+    segment (decision times in seconds from its start). False alarms are the alarms the rule
+    (``rule``'s other settings, no warm-up: the traces are already settled) raises on the
+    traces without seizure, per 24 h of them; sensitivity is the share of traces with a
+    seizure that raise at least one alarm. Returns the rule at the chosen threshold and a
+    report (``threshold``, ``fp_per_24h``, ``false_alarms``, ``hours``, ``sensitivity``,
+    ``resolution_fp_per_24h``: one false alarm in these hours, ``reached``). When no
+    threshold reaches the target, the one with the fewest false alarms (highest on ties).
+    """
+    if not target_fp_per_24h > 0:
+        raise ConfigError(f"operating_point.target_fp_per_24h: expected false alarms per 24 h > 0, found {target_fp_per_24h!r}")
+    background = [(t, p) for t, p, seizure, _ in traces if not seizure]
+    seizures = [(t, p) for t, p, seizure, _ in traces if seizure]
+    hours = sum(d for _, _, seizure, d in traces if not seizure) / 3600.0
+    if not background or hours <= 0:
+        raise DataError("choosing an operating point needs training recordings without seizures (background)")
+    rows = []
+    for threshold in thresholds:
+        candidate = AlarmRule(**{**rule.to_config(), "threshold": float(threshold), "warmup_s": 0.0})
+        false_alarms = sum(len(detect_alarms(candidate, t, p)) for t, p in background)
+        detected = sum(1 for t, p in seizures if detect_alarms(candidate, t, p))
+        rows.append({"threshold": float(threshold), "false_alarms": false_alarms, "fp_per_24h": false_alarms / hours * 24.0,
+                     "sensitivity": detected / len(seizures) if seizures else float("nan")})  # fmt: skip
+    within = [r for r in rows if r["fp_per_24h"] <= target_fp_per_24h]
+    best = within[0] if within else min(reversed(rows), key=lambda r: r["false_alarms"])
+    chosen = AlarmRule(**{**rule.to_config(), "threshold": best["threshold"]})
+    report = {**best, "target_fp_per_24h": float(target_fp_per_24h), "hours": hours,
+              "resolution_fp_per_24h": 24.0 / hours, "n_background": len(background), "n_seizure": len(seizures),
+              "reached": bool(within)}  # fmt: skip
+    return chosen, report

@@ -75,6 +75,14 @@ def cmd_train(args) -> int:
         f"{model.n_times} samples @ {model.sfreq:g} Hz in {meta['fit_seconds']:.1f} s; "
         f"training accuracy {meta['train_accuracy']:.3f}; reads {reads}"
     )
+    point = meta.get("operating_point")
+    if point:
+        print(
+            f"alarm threshold {point['threshold']:g}: {point['false_alarms']} false alarm(s) in {point['hours']:.1f} h of "
+            f"training background ({point['fp_per_24h']:.1f} per 24 h, target {point['target_fp_per_24h']:g}"
+            f"{'' if point['reached'] else ', not reached'}; one is {point['resolution_fp_per_24h']:.1f} per 24 h here), "
+            f"{point['sensitivity']:.0%} of training seizures alarmed; {point['probabilities']} probabilities"
+        )
     print(f"wrote {args.out}")
     return 0
 

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .alarm import AlarmRule
 from .channels import ChannelContract, ChannelSet
-from .errors import DataError, ModelError
+from .errors import ConfigError, DataError, ModelError
 from .io import Recording, usable_signals
 from .preprocess import Preprocessor, reference_matrix, sliding_windows
 
@@ -134,6 +135,12 @@ class TrainedModel:
     def channels(self) -> list[str]:
         """Names of the model's input rows (after the preprocessing's re-reference)."""
         return reference_matrix(self.input_channels, self.preprocessing.get("reference"))[1]
+
+    def alarm_rule(self, override: dict | None = None) -> AlarmRule:
+        """The alarm rule to run on this model's probabilities: ``override`` (a config's ``alarm``
+        section) when given, else the rule saved with the model (a seizure model's operating point:
+        ``bci train``'s ``train.alarm`` / ``train.operating_point``), else the rule's defaults."""
+        return AlarmRule.from_config(override if override is not None else self.metadata.get("alarm"))
 
     def bind(self, channels: ChannelSet) -> "TrainedModel":
         """This model reading a source with ``channels``: itself when its channels are
@@ -367,6 +374,14 @@ def _read_meta(folder: Path) -> dict:
     except DataError as exc:
         raise ModelError(f"{path}: {exc}") from None
     meta["preprocessing"] = validate_preprocessing(Config({}, path), meta["preprocessing"])
+    alarm = meta["metadata"].get("alarm")  # a seizure model's saved alarm rule (its operating point)
+    if alarm is not None:
+        if not isinstance(alarm, dict):
+            raise ModelError(f"{path}: metadata.alarm: expected a mapping of alarm settings, found {_short(alarm)}")
+        try:
+            AlarmRule.from_config(alarm, key="metadata.alarm")
+        except ConfigError as exc:
+            raise ModelError(f"{path}: {exc}") from None
     return meta
 
 

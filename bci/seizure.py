@@ -311,15 +311,16 @@ def latency(times, seizures) -> float:
 
 def write_detections(path, model, recording, records: list[dict], rule: AlarmRule | None = None) -> int:
     """``bci predict --events``: a seizure model's per-window probabilities (``records``
-    of :meth:`~bci.model.TrainedModel.predict_recording`) through the alarm rule (default
-    settings unless given), written as an SzCORE ``events.tsv``; confidence is the
-    highest smoothed probability of each event. Returns the number of seizures."""
+    of :meth:`~bci.model.TrainedModel.predict_recording`) through the alarm rule (the one
+    saved with the model, its operating point, unless given), written as an SzCORE
+    ``events.tsv``; confidence is the highest smoothed probability of each event. Returns
+    the number of seizures."""
     if CLASSES[1] not in model.classes:
         raise ModelError(f"--events needs a seizure model (a {CLASSES[1]!r} class); {model.name} has {model.classes}")
     times = np.array([r["end_s"] for r in records], dtype=float)
     proba = np.array([r[CLASSES[1]] for r in records], dtype=float)
     hop = float(np.median(np.diff(times))) if len(times) > 1 else model.hop_s
-    alarms = detect_alarms(rule or AlarmRule(), times, proba)
+    alarms = detect_alarms(rule or model.alarm_rule(), times, proba)
     events = [(a, b, al["probability"]) for (a, b), al in zip(alarm_events(alarms, hop), alarms)]
     write_events_tsv(path, events, recording.duration, recording.annotations.orig_time)
     return len(events)

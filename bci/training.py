@@ -40,15 +40,21 @@ from pathlib import Path
 import mne
 import numpy as np
 import sklearn
+from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import get_scorer_names
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import (
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    cross_val_predict,
+)
 from tqdm.auto import tqdm
 
 from pipelines.alignment import euclidean_alignment
 from pipelines.registry import load_pipelines
 from pipelines.selection import default_scoring
 
+from .alarm import AlarmRule, operating_point
 from .channels import CONTRACTS, DATA_TYPES, ChannelSet
 from .config import Config, load_config
 from .datasets import get_dataset
@@ -57,13 +63,13 @@ from .evaluate import _group_fit_params, chosen_params, fill_unset
 from .io import Recording, load_recording
 from .model import TrainedModel, inferred_contract
 from .preprocess import Preprocessor, TrainingData, epochs_from_annotations
-from .seizure import training_data
+from .seizure import WindowSpec, training_data
 
 log = logging.getLogger(__name__)
 
 TRAIN_KEYS = {
     "pipeline", "task", "channels", "events", "tmin", "tmax", "hop", "recordings", "window", "labels", "scoring",
-    "channels_contract", "channel_types",
+    "channels_contract", "channel_types", "alarm", "operating_point",
 }  # fmt: skip
 TASKS = ("classification", "seizure")
 
@@ -95,6 +101,18 @@ def validate_train_section(cfg: Config) -> dict:
     types = section.get("channel_types")
     if types is not None and contract != "any-of-type":
         raise cfg.error("train.channel_types", f"only with channels_contract: any-of-type, found channels_contract {contract!r}")
+    if section.get("alarm") is not None or section.get("operating_point") is not None:
+        if section["task"] != "seizure":
+            raise cfg.error("train.operating_point", "alarm settings and an operating point are for seizure models (train.task: seizure)")
+        AlarmRule.from_config(section.get("alarm"), key=f"{cfg.path}: train.alarm")
+        point = section.get("operating_point") or {}
+        if not isinstance(point, dict) or set(point) - {"target_fp_per_24h", "cv"}:
+            raise cfg.error("train.operating_point", f"expected a mapping with target_fp_per_24h (and cv), found {point!r}")
+        target, cv = point.get("target_fp_per_24h", 1.0), point.get("cv", 5)
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0:
+            raise cfg.error("train.operating_point.target_fp_per_24h", f"expected false alarms per 24 h > 0, found {target!r}")
+        if isinstance(cv, bool) or not isinstance(cv, int) or cv == 1 or cv < 0:
+            raise cfg.error("train.operating_point.cv", f"expected a number of folds >= 2, or 0 for the training fit itself, found {cv!r}")
     if not cfg.get("datasets") and not section.get("recordings"):
         raise cfg.error("train", "no data: name MOABB 'datasets' or local 'train.recordings'")
     scoring = section.get("scoring")
@@ -247,6 +265,9 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     chosen = chosen_params(fitted)
     if hasattr(estimator, "best_estimator_"):
         estimator = estimator.best_estimator_
+    alarm = {}
+    if section.get("operating_point") is not None or section.get("alarm") is not None:
+        alarm = seizure_operating_point(section, estimator, data, seed=cfg["seed"])
     counts = {c: int((data.y == c).sum()) for c in data.classes}
     train_accuracy = float((np.asarray(estimator.predict(X)).astype(str) == data.y.astype(str)).mean())
     model = TrainedModel(
@@ -257,11 +278,45 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
             "seed": cfg["seed"], "config": Path(cfg.path).name, "trained_on": data.sources,
             "n_windows": counts, "fit_seconds": round(fit_time, 3), "train_accuracy": train_accuracy,
             "chosen_params": chosen, "search_scoring": scoring, "calibration": calibration,
-            "versions": {"sklearn": sklearn.__version__, "mne": mne.__version__, **_versions()},
+            "versions": {"sklearn": sklearn.__version__, "mne": mne.__version__, **_versions()}, **alarm,
         },
     )  # fmt: skip
     model.save(out_dir)
     return model
+
+
+def seizure_operating_point(section: dict, estimator, data: TrainingData, seed: int) -> dict:
+    """``{"alarm": rule settings, "operating_point": report}`` for a seizure model's metadata.
+
+    The alarm rule of ``train.alarm`` at the threshold :func:`bci.alarm.operating_point`
+    chooses for ``train.operating_point.target_fp_per_24h`` (default 1): on out-of-fold
+    probabilities of the training windows (``cv`` folds grouped by recording/segment, default
+    5; ``cv: 0`` uses the fitted model itself, optimistic), each recording or segment played
+    as a trace of decisions every window hop. Without ``operating_point``, the rule as given.
+    """
+    rule = AlarmRule.from_config(section.get("alarm"), key="train.alarm")
+    point = section.get("operating_point")
+    if point is None:
+        return {"alarm": rule.to_config()}
+    cv = int(point.get("cv", 5))
+    column = sorted(set(data.y.tolist())).index("seizure")
+    if cv:
+        folds = StratifiedGroupKFold(min(cv, len(set(data.groups.tolist()))), shuffle=True, random_state=seed)
+        proba = cross_val_predict(clone(estimator), data.X, data.y, groups=data.groups, cv=folds, method="predict_proba")
+    else:
+        proba = estimator.predict_proba(data.X)
+    hop = WindowSpec.from_config(section.get("window"), key="train.window").hop_s
+    traces = []
+    for group in dict.fromkeys(data.groups.tolist()):  # recordings/segments in order; windows in time order
+        rows = np.flatnonzero(data.groups == group)
+        times = data.window_s + hop * np.arange(len(rows))
+        traces.append((times, proba[rows, column], bool((data.y[rows] == "seizure").any()), hop * len(rows)))
+    chosen, report = operating_point(rule, traces, float(point.get("target_fp_per_24h", 1.0)))
+    report["probabilities"] = f"{cv}-fold out-of-fold, grouped by recording/segment" if cv else "the fitted model (in-sample)"
+    if not report["reached"]:
+        log.warning("no alarm threshold reaches %g false alarms per 24 h on the training data; using %.2f (%.1f per 24 h)",
+                    report["target_fp_per_24h"], report["threshold"], report["fp_per_24h"])
+    return {"alarm": chosen.to_config(), "operating_point": report}
 
 
 def _versions() -> dict:

@@ -38,7 +38,7 @@ DEFAULTS = {
     "pixels_per_mm": None, "montage": "double_banana", "highpass": 0.5, "lowpass": 70.0, "notch": 50.0,
     "channels_per_screen": 32, "lost_after_s": 2.0, "replay_speed": 1.0, "trend_span_s": 600,
     "contribution_top": 10,
-    "alarm": AlarmRule().to_config(),
+    "alarm": None,  # None: the model's operating point (bci train), else bci.alarm.AlarmRule's defaults
     "dsa": {"group": "All", "fmax": 30.0, "step_s": 2.0},
     "event_log": "~/.local/share/bci-app/events.sqlite", "window_size": [1600, 950],
     "outlet_name": "bci-seizure", "marker_name": "bci-seizure-markers",
@@ -95,10 +95,12 @@ def validate_dashboard(section: dict, cfg: Config | None = None) -> dict:
     out = copy.deepcopy(DEFAULTS)
     for key, value in section.items():
         if key == "alarm":  # the one alarm rule's section (bci.alarm)
+            if value is None:
+                continue
             if not isinstance(value, dict):
-                raise error("dashboard.alarm", f"expected a mapping, found {value!r}")
+                raise error("dashboard.alarm", f"expected a mapping or null, found {value!r}")
             try:
-                out["alarm"] = AlarmRule.from_config({**out["alarm"], **value}, key="dashboard.alarm").to_config()
+                out["alarm"] = AlarmRule.from_config(value, key="dashboard.alarm").to_config()
             except ConfigError as exc:
                 raise (ConfigError(f"{cfg.path}: {exc}") if cfg is not None else exc) from None
             continue
@@ -161,13 +163,15 @@ class Session:
             if review is not None:  # no file name: it may name the patient
                 what = "review of a recording"
             self.event_log.log("session_start", f"dashboard started ({what})")
-            self.monitor = AlarmMonitor(AlarmRule.from_config(cfg["alarm"]), self.event_log)
+            # the model first (slow imports), so that the detector joins the stream right after the traces
+            model = _load_model(model_dir) if model_dir is not None else None
+            # the config's alarm rule when it sets one, else the model's operating point, else the defaults
+            rule = model.alarm_rule(cfg["alarm"]) if model is not None else AlarmRule.from_config(cfg["alarm"])
+            self.monitor = AlarmMonitor(rule, self.event_log)
             if review is not None:
                 self.window = _review_window(review, self.event_log, self.monitor, cfg)
                 self.feed = self.window.feed
                 return
-            # the model first (slow imports), so that the detector joins the stream right after the traces
-            model = _load_model(model_dir) if model_dir is not None else None
             self.feed = LslFeed(source, replay=replay, speed=speed or cfg["replay_speed"], buffer_s=cfg["buffer_s"],
                                 lost_after_s=cfg["lost_after_s"], timeout=timeout, on_event=self._on_stream_event)  # fmt: skip
             self.feed.start()
@@ -178,7 +182,7 @@ class Session:
 
                 # its own LSL names, so that a `bci stream` beside it keeps "bci-out" unambiguous
                 config = DecoderConfig.load(lost_after_s=self.feed.lost_after_s, outlet_name=cfg["outlet_name"],
-                                            marker_name=cfg["marker_name"], alarm=cfg["alarm"])  # fmt: skip
+                                            marker_name=cfg["marker_name"], alarm=rule.to_config())  # fmt: skip
                 self.decoder = DetectorThread(model, self.feed, self.monitor, self.event_log, config).start()
             from .window import DashboardWindow
 

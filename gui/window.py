@@ -153,8 +153,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.traces = TraceView(self.sfreq, self.channels, cfg.get("buffer_s", 300.0), settings)
         self.traces.liveChanged.connect(self._on_live_changed)
 
-        alarm_cfg = cfg.get("alarm", {})
-        self.trend = TrendPlot(alarm_cfg.get("threshold", self.monitor.rule.threshold), cfg.get("trend_span_s", 600))
+        self.trend = TrendPlot(self.monitor.rule.threshold, cfg.get("trend_span_s", 600))
         dsa_cfg = cfg.get("dsa", {})
         groups = channel_groups(self.traces.processor.names, montage)
         self.dsa = SpectralArray(self.sfreq, groups, dsa_cfg.get("fmax", 30.0), dsa_cfg.get("step_s", 2.0))

@@ -77,7 +77,7 @@ class DecoderConfig:
     marker_name: str = "bci-markers"
     decision_threshold: float = 0.6  # marker when the top class changes and reaches this
     alarm_class: str | None = None  # default: "seizure" for seizure models
-    alarm: dict | None = None  # the one alarm rule's settings (bci.alarm.AlarmRule), on the class's raw probability
+    alarm: dict | None = None  # the one alarm rule (bci.alarm.AlarmRule) on the class's raw probability; None: the model's
     lost_after_s: float = 2.0  # no samples for this long -> "stream lost"
     settle_s: float = 1.0  # decisions withheld this long after NaN/inf samples (filter transients)
     flat_uv: float = 0.1  # peak-to-peak below this (microvolts) over a window -> flat channel
@@ -108,7 +108,8 @@ class DecoderConfig:
             raise ConfigError(f"{where}: n_average and threads must be >= 1")
         if cfg.alarm is not None and not isinstance(cfg.alarm, dict):
             raise ConfigError(f"{where}.alarm: expected a mapping of alarm settings, found {cfg.alarm!r}")
-        cfg.alarm = AlarmRule.from_config(cfg.alarm, key=f"{where}.alarm").to_config()
+        if cfg.alarm is not None:
+            cfg.alarm = AlarmRule.from_config(cfg.alarm, key=f"{where}.alarm").to_config()
         return cfg
 
     @classmethod
@@ -293,7 +294,7 @@ class Decoder:
         if alarm is not None and alarm not in self._classes:
             raise ConfigError(f"alarm_class {alarm!r} is not one of the model's classes {self._classes}")
         self._alarm_col = self._classes.index(alarm) if alarm else None
-        self.alarm_rule = AlarmRule.from_config(cfg.alarm)
+        self.alarm_rule = m.alarm_rule(cfg.alarm)  # the config's, else the model's operating point
         self.smoother = Smoother(cfg.smoothing, len(self._classes), cfg.alpha, cfg.n_average)
 
     def _build_outlets(self) -> None:

@@ -1,13 +1,15 @@
 """The one seizure alarm rule (bci.alarm): incremental, and offline as a loop over it."""
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bci.alarm import AlarmRule, detect_alarms
+from bci.alarm import AlarmRule, detect_alarms, operating_point
 from bci.errors import ConfigError, DataError
 
 
@@ -102,34 +104,89 @@ def test_config_section_round_trip_and_errors():
     assert rule.update(6.0, float("nan")) == []  # a missing probability is skipped
 
 
-def test_live_decoder_raises_the_alarms_the_offline_rule_reports(data_dir, tmp_path):
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def seizure_model(tmp_path_factory, data_dir):
+    """The shipped band-power seizure detector, trained as ``bci train configs/train_seizure_bandpower_lr.yaml``."""
+    from bci.training import train
+
+    out = tmp_path_factory.mktemp("seizure") / "model"
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the config names ../shared/data relative to the project
+    try:
+        train(ROOT / "configs/train_seizure_bandpower_lr.yaml", out, progress=False)
+    finally:
+        os.chdir(cwd)
+    return out
+
+
+def test_operating_point_is_the_lowest_threshold_within_the_target():
+    t = np.arange(1.0, 61.0)  # one decision per second, 60 s per trace
+    quiet, blip, seizure = np.full(60, 0.1), np.full(60, 0.1), np.full(60, 0.1)
+    blip[20:30] = 0.6  # background that looks like a seizure to a low threshold
+    seizure[30:] = 0.9
+    traces = [(t, quiet, False, 60.0), (t, blip, False, 60.0), (t, seizure, True, 60.0)]
+    rule = AlarmRule(duration_s=5.0, smoothing_s=0.0, warmup_s=10.0)
+    chosen, report = operating_point(rule, traces, target_fp_per_24h=1.0)
+    assert chosen.threshold == 0.65 and chosen.duration_s == 5.0 and chosen.warmup_s == 10.0  # settings kept
+    assert (report["false_alarms"], report["sensitivity"], report["reached"]) == (0, 1.0, True)
+    assert report["hours"] == pytest.approx(120 / 3600) and report["resolution_fp_per_24h"] == pytest.approx(720.0)
+    # a target the data cannot meet: the fewest false alarms, the highest threshold on ties
+    always = np.full(60, 0.99)
+    chosen, report = operating_point(rule, [(t, always, False, 60.0), (t, seizure, True, 60.0)], 1.0)
+    assert (chosen.threshold, report["false_alarms"], report["reached"]) == (0.95, 1, False)
+    with pytest.raises(DataError, match="without seizures"):
+        operating_point(rule, [(t, seizure, True, 60.0)], 1.0)
+    with pytest.raises(ConfigError, match="target_fp_per_24h"):
+        operating_point(rule, traces, 0)
+
+
+def test_saved_operating_point_is_the_rule_of_predict_and_stream(seizure_model, data_dir, tmp_path):
+    import pandas as pd
+
+    from bci.cli import main
+    from bci.io import load_recording
+    from bci.model import TrainedModel
+    from gui.app import load_dashboard_config
+    from realtime.decoder import DecoderConfig
+
+    model = TrainedModel.load(seizure_model)
+    point = model.metadata["operating_point"]
+    # chosen on out-of-fold Bonn probabilities for train.operating_point.target_fp_per_24h
+    assert point["reached"] and point["fp_per_24h"] <= point["target_fp_per_24h"] == 24.0
+    assert model.alarm_rule() == AlarmRule(point["threshold"], 5.0, 5.0, 10.0) and point["threshold"] != 0.5
+    assert model.alarm_rule({"threshold": 0.7}) == AlarmRule(0.7)  # a config's section overrides it
+    # bci predict --events runs the model's rule
+    malow = data_dir / "seizure/malow"
+    assert main(["predict", str(seizure_model), str(malow), "--events", str(tmp_path / "e.tsv")]) == 0
+    rows = model.predict_recording(load_recording(malow))
+    expected = detect_alarms(model.alarm_rule(), [r["end_s"] for r in rows], [r["seizure"] for r in rows])
+    events = pd.read_csv(tmp_path / "e.tsv", sep="\t")
+    assert expected and list(events.onset) == [max(0.0, a["onset_s"] - model.hop_s) for a in expected]
+    # bci stream and the dashboard: their shipped configs leave the rule to the model
+    assert DecoderConfig.load().alarm is None and load_dashboard_config()["alarm"] is None
+
+
+def test_live_decoder_raises_the_alarms_the_offline_rule_reports(seizure_model, data_dir):
     """Malow through the live loop (LSL, causal preprocessing, one decision per second, the
     evaluation config's alarm section) raises the alarms that detect_alarms finds offline on
     the same saved model's predictions: one rule, the same latencies and false alarms."""
-    import os
     import re
     import time
     import uuid
-    from pathlib import Path
 
     import pylsl
 
     from bci.config import load_config
     from bci.io import load_recording
     from bci.model import TrainedModel
-    from bci.training import train
     from realtime.decoder import Decoder, DecoderConfig
 
-    root = Path(__file__).resolve().parents[1]
-    cwd = os.getcwd()
-    os.chdir(root)  # the config names ../shared/data relative to the project
-    try:
-        train(root / "configs/train_seizure_bandpower_lr.yaml", tmp_path / "model", progress=False)
-        events = load_config(root / "configs/seizure_bonn.yaml")["evaluation"]["params"]["events"]
-    finally:
-        os.chdir(cwd)
+    events = load_config(ROOT / "configs/seizure_bonn.yaml")["evaluation"]["params"]["events"]
     rule = AlarmRule.from_config(events["alarm"])
-    model = TrainedModel.load(tmp_path / "model")
+    model = TrainedModel.load(seizure_model)
     rec = load_recording(data_dir / "seizure/malow")
 
     offline = model.predict_recording(rec)
@@ -174,3 +231,25 @@ def test_live_decoder_raises_the_alarms_the_offline_rule_reports(data_dir, tmp_p
     assert got == [(a["onset_s"], a["raised_s"]) for a in expected]
     ended = [m for m in markers if m.startswith("alarm end: seizure")]
     assert len(ended) == len(expected) - (expected[-1]["end_s"] == offline[-1]["end_s"])  # the last may run to the end
+
+
+def test_operating_point_config_is_checked(tmp_path):
+    import yaml
+
+    from bci.config import load_config
+    from bci.training import validate_train_section
+
+    def section(**train):
+        path = tmp_path / "t.yaml"
+        path.write_text(yaml.safe_dump({"train": {"pipeline": "seizure_bandpower_lr", "task": "seizure",
+                                                  "recordings": ["x"], **train}}))  # fmt: skip
+        return validate_train_section(load_config(path))
+
+    assert section(operating_point={"target_fp_per_24h": 2, "cv": 0})["operating_point"]["cv"] == 0
+    for train, key in (({"operating_point": {"target_fp_per_24h": 0}}, "operating_point.target_fp_per_24h"),
+                       ({"operating_point": {"cv": 1}}, "operating_point.cv"),
+                       ({"operating_point": {"fp": 1}}, "train.operating_point"),
+                       ({"alarm": {"threshold": 2}}, "train.alarm.threshold"),
+                       ({"task": "classification", "operating_point": {}}, "for seizure models")):  # fmt: skip
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            section(**train)
