@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .alarm import AlarmRule, detect_alarms, smoothed_trace
+from .alarm import AlarmRule, detect_alarms, operating_point, smoothed_trace
 from .channels import ChannelSet
 from .environment import machine_description
 from .errors import ConfigError, DataError, ModelError
@@ -309,6 +309,19 @@ def latency(times, seizures) -> float:
     return float(np.mean(delays)) if delays else float("nan")
 
 
+def window_traces(groups, y, proba, window_s: float, hop_s: float) -> list[tuple]:
+    """Training windows as the alarm rule would see them live: one trace per recording or
+    segment (``groups``, windows in time order ``hop_s`` apart), ``(times, seizure probability,
+    has a seizure window, duration_s)``, the input of :func:`bci.alarm.operating_point`."""
+    groups, y, proba = np.asarray(groups), np.asarray(y), np.asarray(proba, dtype=float)
+    traces = []
+    for group in dict.fromkeys(groups.tolist()):
+        rows = np.flatnonzero(groups == group)
+        times = window_s + hop_s * np.arange(len(rows))
+        traces.append((times, proba[rows], bool((y[rows] == CLASSES[1]).any()), hop_s * len(rows)))
+    return traces
+
+
 def write_detections(path, model, recording, records: list[dict], rule: AlarmRule | None = None) -> int:
     """``bci predict --events``: a seizure model's per-window probabilities (``records``
     of :meth:`~bci.model.TrainedModel.predict_recording`) through the alarm rule (the one
@@ -395,7 +408,7 @@ RESULT_COLUMNS = [
 ]  # fmt: skip
 EVAL_KEYS = {"tasks", "n_folds", "threshold", "events"}
 EVENT_KEYS = {"recording", "onset_s", "offset_s", "hop_s", "combine", "report_combine", "train_task", "alarm",
-              "target_latency_s", "target_false_alarms"}  # fmt: skip
+              "operating_point", "target_latency_s", "target_false_alarms"}  # fmt: skip
 
 
 def _model_prep(cfg) -> tuple[Preprocessor, WindowSpec]:
@@ -522,6 +535,11 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
         if "onset_s" not in events:
             raise cfg.error("evaluation.params.events.onset_s", "missing: the seizure onset in seconds")
         detector = AlarmRule.from_config(events.get("alarm"), key="evaluation.params.events.alarm")
+        point = events.get("operating_point")
+        target = point.get("target_fp_per_24h", 24.0) if isinstance(point, dict) else None
+        if point is not None and (set(point) - {"target_fp_per_24h"} or isinstance(target, bool)
+                                  or not isinstance(target, (int, float)) or target <= 0):  # fmt: skip
+            raise cfg.error("evaluation.params.events.operating_point", f"expected {{target_fp_per_24h: N > 0}}, found {point!r}")
         recordings = _continuous_recordings(cfg, events)
     elif cfg.get("datasets"):
         raise cfg.error("datasets", "continuous recordings are scored with the detector of evaluation.params.events: add that section")
@@ -537,10 +555,14 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
     common = {"evaluation": "seizure", "seed": seed}
     n_cells = len(tasks) * len(pipelines) * n_folds + (len(pipelines) * (1 + len(recordings)) if events else 0)
     bar = tqdm(total=n_cells, desc="seizure", unit="fit", disable=not progress)
+    # out-of-fold window probabilities of the events' training task: each pipeline's operating point
+    oof: dict = {}
     for task in tasks:
         data = bonn_windows(bonn_root, task, preprocessing=pre, window=spec)
         folds = segment_folds(data, n_folds, seed)
         for name, pipeline in pipelines.items():
+            if events and parse_task(task) == parse_task(events.get("train_task", "ABCD-E")):
+                oof[name] = (data, np.full(len(data.y), np.nan))
             for k, (train, test) in enumerate(folds):
                 key = (f"Bonn {data.task}", f"fold {k + 1}", name)
                 if key in done:  # same config, finished by an earlier run: reuse
@@ -551,6 +573,8 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
                 bar.set_postfix_str(f"{task} {name} fold {k + 1}")
                 est, fit_time = _fit(pipeline, data.X[train], data.y[train], seed, spec.sfreq)
                 proba, predict_time = _predict(est, data.X[test])
+                if name in oof and oof[name][0] is data:
+                    oof[name][1][test] = proba
                 win = segment_metrics(data.y[test], proba, threshold)
                 ids, seg_p, seg_y = per_segment(proba, data.groups[test], data.y[test])
                 seg = segment_metrics(seg_y, seg_p, threshold)
@@ -569,7 +593,8 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
 
     traces = {}
     if events:
-        rows += _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed, common, traces, bar)
+        points = _operating_points(events, detector, oof, spec)
+        rows += _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed, common, traces, bar, points)
         _write(out, rows, seg_rows)
         _trace_csv(out / "traces.csv", traces)
         malow = recordings[0]["recording"]
@@ -582,9 +607,27 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
     return frame
 
 
-def _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed, common, traces, bar) -> list[dict]:
+def _operating_points(events, detector: AlarmRule, oof: dict, spec) -> dict:
+    """``{pipeline: (rule, report)}``: the threshold for ``events.operating_point.target_fp_per_24h``
+    on the pipeline's out-of-fold Bonn window probabilities (as ``bci train`` chooses it)."""
+    point = events.get("operating_point")
+    if not point:
+        return {}
+    out = {}
+    for name, (data, proba) in oof.items():
+        if np.isnan(proba).any():  # folds reused from an earlier run carry no window probabilities
+            log.warning("%s: no operating point (folds resumed from an earlier run); delete the output folder to compute it", name)
+            continue
+        traces = window_traces(data.groups, data.y, proba, spec.length_s, spec.hop_s)
+        out[name] = operating_point(detector, traces, float(point.get("target_fp_per_24h", 24.0)))
+    return out
+
+
+def _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed, common, traces, bar, points) -> list[dict]:
     """Train every pipeline on all Bonn windows of ``train_task``; run each on every
-    continuous recording and score its events (:func:`bci.szcore.score_recording`)."""
+    continuous recording and score its events (:func:`bci.szcore.score_recording`), at the
+    config's alarm rule and, for the main combination, at the pipeline's operating point
+    (``points``: chosen on Bonn, so the row says how that threshold transfers)."""
     from pipelines.seizure import combine_channels
 
     hop = float(events.get("hop_s", 1.0))
@@ -610,11 +653,16 @@ def _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed,
             joint = joint_probabilities(est, windows)
             if joint is not None:
                 variants["joint"] = joint
+            rules = {how: detector for how in variants}
+            if name in points:
+                rule_op, _ = points[name]
+                variants[f"{combine} @ {rule_op.threshold:g}"] = variants[str(combine)]
+                rules[f"{combine} @ {rule_op.threshold:g}"] = rule_op
             for how, proba in variants.items():
-                alarms = detect_alarms(detector, times, proba)
+                alarms = detect_alarms(rules[how], times, proba)
                 scores = score_recording(seizures, alarm_events(alarms, hop), signal.duration)
                 traces[(rec["recording"], name, how)] = {
-                    "times": times, "proba": proba, "smooth": smoothed_trace(detector, times, proba), "alarms": alarms,
+                    "times": times, "proba": proba, "smooth": smoothed_trace(rules[how], times, proba), "alarms": alarms,
                     "per_channel": per_channel if how == str(combine) else None, "channels": list(signal.channels.names),
                     "seizures": seizures, "duration": signal.duration, "hop": hop,
                 }  # fmt: skip
@@ -622,10 +670,12 @@ def _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed,
                     "dataset": rec["dataset"], "subject": rec["subject"], "session": "events", "recording": rec["recording"],
                     "pipeline": name, "combine": how, "score": scores["event_f1"], **scores,
                     "latency_s": latency([a["raised_s"] for a in alarms], seizures),
-                    "raw_latency_s": latency(times[proba >= detector.threshold], seizures), "n_alarms": len(alarms),
+                    "raw_latency_s": latency(times[proba >= rules[how].threshold], seizures), "n_alarms": len(alarms),
                     "time": fit_time, "fit_time": fit_time, "predict_time": predict_time, "samples": len(train.y),
                     "n_test": len(times), "channels": int(windows.shape[1]), "scoring": "SzCORE event F1 (timescoring)",
                     **common, "params": json.dumps({"train_task": train.task, "seizures": seizures, "hop_s": hop,
+                                                    "alarm": rules[how].to_config(),
+                                                    "operating_point": points[name][1] if rules[how] is not detector else None,
                                                     "alarm_times": [round(a["raised_s"], 2) for a in alarms]}),
                 })  # fmt: skip
             bar.update(1)

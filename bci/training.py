@@ -63,7 +63,7 @@ from .evaluate import _group_fit_params, chosen_params, fill_unset
 from .io import Recording, load_recording
 from .model import TrainedModel, inferred_contract
 from .preprocess import Preprocessor, TrainingData, epochs_from_annotations
-from .seizure import WindowSpec, training_data
+from .seizure import WindowSpec, training_data, window_traces
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +306,7 @@ def seizure_operating_point(section: dict, estimator, data: TrainingData, seed: 
     else:
         proba = estimator.predict_proba(data.X)
     hop = WindowSpec.from_config(section.get("window"), key="train.window").hop_s
-    traces = []
-    for group in dict.fromkeys(data.groups.tolist()):  # recordings/segments in order; windows in time order
-        rows = np.flatnonzero(data.groups == group)
-        times = data.window_s + hop * np.arange(len(rows))
-        traces.append((times, proba[rows, column], bool((data.y[rows] == "seizure").any()), hop * len(rows)))
+    traces = window_traces(data.groups, data.y, proba[:, column], data.window_s, hop)
     chosen, report = operating_point(rule, traces, float(point.get("target_fp_per_24h", 1.0)))
     report["probabilities"] = f"{cv}-fold out-of-fold, grouped by recording/segment" if cv else "the fitted model (in-sample)"
     if not report["reached"]:

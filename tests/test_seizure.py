@@ -217,6 +217,7 @@ def test_bci_evaluate_seizure_config_writes_tables_and_plot(tmp_path, capsys, se
     cfg["data"] = {"bonn": str(BONN), "malow": str(MALOW)}
     cfg["datasets"] = [{"name": "bids", "path": str(seizure_bids)}]  # two synthetic recordings, one seizure each
     cfg["evaluation"]["params"].update(tasks=["A-E"], n_folds=2)
+    cfg["evaluation"]["params"]["events"]["train_task"] = "A-E"  # its folds give the operating point
     cfg["pipelines"] = ["seizure_bandpower_lr"]
     path = tmp_path / "sz.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -225,8 +226,15 @@ def test_bci_evaluate_seizure_config_writes_tables_and_plot(tmp_path, capsys, se
     seg = res[res.session == "segments"]
     assert len(seg) == 2 and (seg.accuracy > 0.9).all() and set(seg.dataset) == {"Bonn A-E"}
     ev = res[res.session == "events"]
-    assert set(ev["combine"]) == {"top3", "mean", "max"} and set(ev.dataset) == {"Malow", f"BIDS {seizure_bids.name}"}
-    assert ev.recording.nunique() == 3 and (ev.groupby("recording").size() == 3).all()
+    at_point = sorted(c for c in set(ev["combine"]) if c.startswith("top3 @ "))
+    assert len(at_point) == 1 and set(ev["combine"]) == {"top3", "mean", "max", *at_point}
+    assert set(ev.dataset) == {"Malow", f"BIDS {seizure_bids.name}"}
+    assert ev.recording.nunique() == 3 and (ev.groupby("recording").size() == 4).all()
+    # the main combination again at the threshold chosen on the out-of-fold Bonn windows
+    params = json.loads(ev[ev["combine"] == at_point[0]].iloc[0].params)
+    point = params["operating_point"]
+    assert at_point[0] == f"top3 @ {point['threshold']:g}" and params["alarm"]["threshold"] == point["threshold"]
+    assert point["target_fp_per_24h"] == 24 and point["fp_per_24h"] <= 24 or not point["reached"]
     top3 = ev[(ev["combine"] == "top3") & (ev.dataset == "Malow")].iloc[0]
     # the Bonn-trained detector flags the Malow seizure (onset ~350 s) with at most one false positive
     assert top3.event_ref == 1 and top3.event_tp == 1 and top3.event_fp <= 1 and 0 <= top3.latency_s <= 40
