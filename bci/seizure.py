@@ -870,7 +870,11 @@ def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre, 
                   f"above it, no alarm in the first {detector.warmup_s:g} s; an event spans its run above threshold. "
                   f"Reference: Malow from onset {float(events['onset_s']):g} s (documented: about 350 s) to "
                   f"{'the end of the recording' if events.get('offset_s') is None else str(events['offset_s']) + ' s'}; "
-                  f"BIDS recordings: the seizures of their events.tsv.", "",
+                  f"BIDS recordings: the seizures of their events.tsv."
+                  + (f" '{events.get('combine', 'top3')} @ T': the same at the pipeline's operating point T, the lowest "
+                     f"threshold whose alarms on its out-of-fold Bonn background windows stay within "
+                     f"{float(events['operating_point'].get('target_fp_per_24h', 24.0)):g} per 24 h (as `bci train` saves it): "
+                     f"how that threshold transfers." if events.get("operating_point") else ""), "",
                   f"Scored as SzCORE scores (Dan et al., Epilepsia 2025) with its reference library timescoring, "
                   f"{parameters_text()}. Event level: a seizure is detected when a detector event overlaps it widened by "
                   f"the tolerances; detector events touching no widened seizure are false positives (FP/24 h with the "
