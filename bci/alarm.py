@@ -170,6 +170,8 @@ def detect_alarms(rule: AlarmRule, times, proba, channel_weights=None) -> list[d
     return [e for e in events if e["event"] == "end"]
 
 
+#: False alarms per 24 h an operating point allows unless a config says otherwise (one an hour).
+TARGET_FP_PER_24H = 24.0
 #: Thresholds :func:`operating_point` tries, lowest first.
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2).tolist())
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .alarm import AlarmRule, detect_alarms, operating_point, smoothed_trace
+from .alarm import TARGET_FP_PER_24H, AlarmRule, detect_alarms, operating_point, smoothed_trace
 from .channels import ChannelSet
 from .environment import machine_description
 from .errors import ConfigError, DataError, ModelError
@@ -536,7 +536,7 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
             raise cfg.error("evaluation.params.events.onset_s", "missing: the seizure onset in seconds")
         detector = AlarmRule.from_config(events.get("alarm"), key="evaluation.params.events.alarm")
         point = events.get("operating_point")
-        target = point.get("target_fp_per_24h", 24.0) if isinstance(point, dict) else None
+        target = point.get("target_fp_per_24h", TARGET_FP_PER_24H) if isinstance(point, dict) else None
         if point is not None and (set(point) - {"target_fp_per_24h"} or isinstance(target, bool)
                                   or not isinstance(target, (int, float)) or target <= 0):  # fmt: skip
             raise cfg.error("evaluation.params.events.operating_point", f"expected {{target_fp_per_24h: N > 0}}, found {point!r}")
@@ -619,7 +619,7 @@ def _operating_points(events, detector: AlarmRule, oof: dict, spec) -> dict:
             log.warning("%s: no operating point (folds resumed from an earlier run); delete the output folder to compute it", name)
             continue
         traces = window_traces(data.groups, data.y, proba, spec.length_s, spec.hop_s)
-        out[name] = operating_point(detector, traces, float(point.get("target_fp_per_24h", 24.0)))
+        out[name] = operating_point(detector, traces, float(point.get("target_fp_per_24h", TARGET_FP_PER_24H)))
     return out
 
 
@@ -873,7 +873,7 @@ def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre, 
                   f"BIDS recordings: the seizures of their events.tsv."
                   + (f" '{events.get('combine', 'top3')} @ T': the same at the pipeline's operating point T, the lowest "
                      f"threshold whose alarms on its out-of-fold Bonn background windows stay within "
-                     f"{float(events['operating_point'].get('target_fp_per_24h', 24.0)):g} per 24 h (as `bci train` saves it): "
+                     f"{float(events['operating_point'].get('target_fp_per_24h', TARGET_FP_PER_24H)):g} per 24 h (as `bci train` saves it): "
                      f"how that threshold transfers." if events.get("operating_point") else ""), "",
                   f"Scored as SzCORE scores (Dan et al., Epilepsia 2025) with its reference library timescoring, "
                   f"{parameters_text()}. Event level: a seizure is detected when a detector event overlaps it widened by "

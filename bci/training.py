@@ -54,7 +54,7 @@ from pipelines.alignment import euclidean_alignment
 from pipelines.registry import load_pipelines
 from pipelines.selection import default_scoring
 
-from .alarm import AlarmRule, operating_point
+from .alarm import TARGET_FP_PER_24H, AlarmRule, operating_point
 from .channels import CONTRACTS, DATA_TYPES, ChannelSet
 from .config import Config, load_config
 from .datasets import get_dataset
@@ -108,7 +108,7 @@ def validate_train_section(cfg: Config) -> dict:
         point = section.get("operating_point") or {}
         if not isinstance(point, dict) or set(point) - {"target_fp_per_24h", "cv"}:
             raise cfg.error("train.operating_point", f"expected a mapping with target_fp_per_24h (and cv), found {point!r}")
-        target, cv = point.get("target_fp_per_24h", 1.0), point.get("cv", 5)
+        target, cv = point.get("target_fp_per_24h", TARGET_FP_PER_24H), point.get("cv", 5)
         if isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0:
             raise cfg.error("train.operating_point.target_fp_per_24h", f"expected false alarms per 24 h > 0, found {target!r}")
         if isinstance(cv, bool) or not isinstance(cv, int) or cv == 1 or cv < 0:
@@ -289,8 +289,8 @@ def seizure_operating_point(section: dict, estimator, data: TrainingData, seed: 
     """``{"alarm": rule settings, "operating_point": report}`` for a seizure model's metadata.
 
     The alarm rule of ``train.alarm`` at the threshold :func:`bci.alarm.operating_point`
-    chooses for ``train.operating_point.target_fp_per_24h`` (default 1): on out-of-fold
-    probabilities of the training windows (``cv`` folds grouped by recording/segment, default
+    chooses for ``train.operating_point.target_fp_per_24h`` (default
+    :data:`bci.alarm.TARGET_FP_PER_24H`): on out-of-fold probabilities of the training windows (``cv`` folds grouped by recording/segment, default
     5; ``cv: 0`` uses the fitted model itself, optimistic), each recording or segment played
     as a trace of decisions every window hop. Without ``operating_point``, the rule as given.
     """
@@ -307,7 +307,7 @@ def seizure_operating_point(section: dict, estimator, data: TrainingData, seed: 
         proba = estimator.predict_proba(data.X)
     hop = WindowSpec.from_config(section.get("window"), key="train.window").hop_s
     traces = window_traces(data.groups, data.y, proba[:, column], data.window_s, hop)
-    chosen, report = operating_point(rule, traces, float(point.get("target_fp_per_24h", 1.0)))
+    chosen, report = operating_point(rule, traces, float(point.get("target_fp_per_24h", TARGET_FP_PER_24H)))
     report["probabilities"] = f"{cv}-fold out-of-fold, grouped by recording/segment" if cv else "the fitted model (in-sample)"
     if not report["reached"]:
         log.warning("no alarm threshold reaches %g false alarms per 24 h on the training data; using %.2f (%.1f per 24 h)",
