@@ -290,9 +290,10 @@ def seizure_operating_point(section: dict, estimator, data: TrainingData, seed: 
 
     The alarm rule of ``train.alarm`` at the threshold :func:`bci.alarm.operating_point`
     chooses for ``train.operating_point.target_fp_per_24h`` (default
-    :data:`bci.alarm.TARGET_FP_PER_24H`): on out-of-fold probabilities of the training windows (``cv`` folds grouped by recording/segment, default
-    5; ``cv: 0`` uses the fitted model itself, optimistic), each recording or segment played
-    as a trace of decisions every window hop. Without ``operating_point``, the rule as given.
+    :data:`bci.alarm.TARGET_FP_PER_24H`) on out-of-fold probabilities of the training windows
+    (``cv`` folds grouped by recording/segment, default 5; ``cv: 0`` uses the fitted model
+    itself, optimistic), each recording or segment played as a trace of decisions every
+    window hop. Without ``operating_point``, the rule as given.
     """
     rule = AlarmRule.from_config(section.get("alarm"), key="train.alarm")
     point = section.get("operating_point")
