@@ -335,7 +335,7 @@ def write_detections(path, model, recording, records: list[dict], rule: AlarmRul
     hop = float(np.median(np.diff(times))) if len(times) > 1 else model.hop_s
     alarms = detect_alarms(rule or model.alarm_rule(), times, proba)
     events = [(a, b, al["probability"]) for (a, b), al in zip(alarm_events(alarms, hop), alarms)]
-    write_events_tsv(path, events, recording.duration, recording.annotations.orig_time)
+    write_events_tsv(path, events, recording.duration)
     return len(events)
 
 

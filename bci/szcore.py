@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +43,9 @@ ARTEFACT = "artf"
 SCORE_COLUMNS = ["hours"] + [
     f"{level}_{key}" for level in ("event", "sample") for key in ("ref", "tp", "fp", "sensitivity", "precision", "f1", "fp_per_24h")
 ]
-#: dateTime written when the recording's start is unknown (e.g. the Malow text files).
-UNKNOWN_START = _dt.datetime(1970, 1, 1)
+#: dateTime of every exported row: SzCORE's "start unknown". A recording's acquisition date
+#: is a patient identifier (HIPAA), so no export carries it; scoring uses onsets only.
+UNKNOWN_START = "1970-01-01 00:00:00"
 SIGNAL_EXTENSIONS = [".edf", ".bdf", ".vhdr", ".set", ".fif"]
 
 
@@ -116,17 +116,16 @@ def pooled_scores(rows) -> dict:
 
 
 # ------------------------------------------------------------------- events.tsv
-def events_frame(events, duration_s: float, start: _dt.datetime | None = None, *, trial_type: bool = False) -> pd.DataFrame:
+def events_frame(events, duration_s: float, *, trial_type: bool = False) -> pd.DataFrame:
     """SzCORE annotations of a recording: one row per ``(onset_s, end_s, confidence)``
     (``sz``) or ``(onset_s, end_s, confidence, eventType)`` (e.g. ``artf`` for an
     artefact; a confidence of None is ``n/a``, as for a human reviewer's marks), or one
     ``bckg`` row spanning the recording when there is none. ``trial_type`` adds BIDS's
     ``trial_type`` column (the same codes), which MNE-BIDS reads as descriptions."""
-    when = (start or UNKNOWN_START).strftime("%Y-%m-%d %H:%M:%S")
     rows = [(e[0], e[1] - e[0], e[3] if len(e) > 3 else SEIZURE, "n/a" if e[2] is None else round(float(e[2]), 4)) for e in events]
     rows = rows or [(0.0, duration_s, BACKGROUND, "n/a")]
     frame = pd.DataFrame(
-        [(round(o, 3), round(d, 3), kind, conf, "n/a", when, round(duration_s, 3)) for o, d, kind, conf in rows],
+        [(round(o, 3), round(d, 3), kind, conf, "n/a", UNKNOWN_START, round(duration_s, 3)) for o, d, kind, conf in rows],
         columns=COLUMNS,
     )
     if trial_type:
@@ -134,11 +133,11 @@ def events_frame(events, duration_s: float, start: _dt.datetime | None = None, *
     return frame
 
 
-def write_events_tsv(path, events, duration_s: float, start: _dt.datetime | None = None, *, trial_type: bool = False) -> Path:
+def write_events_tsv(path, events, duration_s: float, *, trial_type: bool = False) -> Path:
     """Write :func:`events_frame` to ``path`` (tab-separated, BIDS ``n/a`` for missing)."""
     path = Path(path)
     try:
-        events_frame(events, duration_s, start, trial_type=trial_type).to_csv(path, sep="\t", index=False)
+        events_frame(events, duration_s, trial_type=trial_type).to_csv(path, sep="\t", index=False)
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

@@ -1,6 +1,5 @@
 """SzCORE scoring (timescoring), SzCORE/BIDS events.tsv out (bci predict --events) and in (BIDS datasets)."""
 
-import datetime as dt
 from types import SimpleNamespace
 
 import pandas as pd
@@ -81,12 +80,12 @@ def test_report_pools_recordings_with_timescoring_formulas():
 
 # ------------------------------------------------------------------- events.tsv
 def test_events_tsv_in_szcore_format(tmp_path):
-    path = write_events_tsv(tmp_path / "x_events.tsv", [(12.0, 40.5, 0.912345)], 300.0, dt.datetime(2020, 1, 2, 3, 4, 5))
+    path = write_events_tsv(tmp_path / "x_events.tsv", [(12.0, 40.5, 0.912345)], 300.0)
     frame = pd.read_csv(path, sep="\t", keep_default_na=False)
     assert list(frame.columns) == COLUMNS
     assert frame.iloc[0].to_dict() == {
         "onset": 12.0, "duration": 28.5, "eventType": "sz", "confidence": 0.9123, "channels": "n/a",
-        "dateTime": "2020-01-02 03:04:05", "recordingDuration": 300.0,
+        "dateTime": "1970-01-01 00:00:00", "recordingDuration": 300.0,  # never the acquisition date
     }  # fmt: skip
     assert read_seizures_tsv(path) == [(12.0, 40.5)]
     none = pd.read_csv(write_events_tsv(tmp_path / "y_events.tsv", [], 300.0), sep="\t", keep_default_na=False)
@@ -133,7 +132,7 @@ def test_bci_predict_events_read_back_and_scored(seizure_bids, tmp_path, capsys)
     scores = score_recording(read_seizures_tsv(reference), hypothesis, 300.0)
     assert (scores["event_tp"], scores["event_fp"]) == (1, 0), frame
     assert read_seizures_tsv(out) == hypothesis
-    assert all(dt.datetime.strptime(d, "%Y-%m-%d %H:%M:%S") for d in frame.dateTime)  # SzCORE's date format
+    assert set(frame.dateTime) == {"1970-01-01 00:00:00"}  # SzCORE's format, never the acquisition date
     # bad input: one line, exit 2
     assert main(["predict", str(tmp_path / "model"), str(bp.fpath), str(bp.fpath), "--events", str(out)]) == 2
     assert capsys.readouterr().err.strip() == "error: --events writes the events.tsv of one recording; found 2 paths"
