@@ -8,9 +8,8 @@ arrive. Changing a setting restarts the preprocessor and re-runs it over the raw
 buffer, so what is on screen is always what the current settings give.
 
 :func:`minmax_decimate` reduces each channel to one (min, max) pair per screen pixel
-with bins aligned on absolute sample indices (no shimmer while the page scrolls), and
-:func:`page_arrays` lays all channels of a page into the x/y arrays of ONE curve with a
-NaN between channels (pyqtgraph ``connect='finite'``).
+with bins aligned on absolute sample indices (no shimmer while the page scrolls); the
+trace view rasterises those pairs (:mod:`gui.traces`).
 """
 
 from __future__ import annotations
@@ -329,18 +328,3 @@ class Decimator:
             parts.append(np.stack([seg.min(1), seg.max(1)], axis=1))
             idx.append(np.array([b1 * k, b1 * k], dtype=np.float64))
         return np.concatenate(idx), np.concatenate(parts, axis=1)
-
-
-def page_arrays(
-    data: np.ndarray, idx: np.ndarray, sfreq: float, offsets: np.ndarray, gain: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """x (s) and y (mm) arrays of one curve: channel i at ``offsets[i] + gain * data[i]``, NaN between channels."""
-    C, m = data.shape
-    x_row = np.empty(m + 1)
-    x_row[:m] = idx / sfreq
-    x_row[m] = np.nan
-    y = np.empty((C, m + 1))
-    np.multiply(data, gain, out=y[:, :m])
-    y[:, :m] += offsets[:, None]
-    y[:, m] = np.nan
-    return np.tile(x_row, C), y.ravel()

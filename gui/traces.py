@@ -1,4 +1,4 @@
-"""The EEG trace view: one curve per page, min/max decimated to the pixel width.
+"""The EEG trace view: one image per page, min/max decimated to the pixel width.
 
 Layout and conventions follow clinical review software: channels top to bottom in
 montage order (front to back, left above right for the double banana), labels on the
@@ -7,11 +7,17 @@ every second, sensitivity in microvolts per millimetre of screen (negative up by
 default, as EEG is read), a calibration bar (uV and 1 s) at the bottom right, event
 marks drawn across the traces, and a red "SIGNAL LOST" overlay while no data arrive.
 
-Drawing cost does not grow with the sampling rate: every frame, the visible channels of
-the page are decimated to one (min, max) pair per horizontal pixel
-(:func:`gui.display.minmax_decimate`) and handed to ONE ``pyqtgraph.PlotDataItem``
-with NaN separators (:func:`gui.display.page_arrays`). Frames are driven by the
-window's timer, never by data arrival.
+Drawing cost does not grow with the sampling rate nor, while the page scrolls, with the
+page length: the visible channels are decimated to one (min, max) pair per bin of ``k``
+samples, about one bin per horizontal pixel, bins aligned on absolute sample indices
+(:class:`gui.display.Decimator`), and each bin becomes one column of ONE image
+(:class:`PageRaster`): NumPy fills, for every channel, the pixel rows from the bin's
+min to its max, joined to the previous column (:func:`column_spans`,
+:func:`rasterise`). A bin's column never changes once all its samples have arrived, so
+the image is a ring of columns and a live frame rasterises only the bins that arrived
+since the last one; Qt then copies one image instead of stroking a path of two vertices
+per pixel column per channel (:class:`TraceImage`). Frames are driven by the window's
+timer, never by data arrival.
 
 Review: :meth:`TraceView.set_live(False)` freezes the page; the horizontal scroll bar
 (or Page Up / Page Down, arrow keys) moves back through the review buffer while new data
@@ -28,20 +34,157 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from .alarms import format_clock
-from .display import (
-    Decimator,
-    DisplayProcessor,
-    DisplaySettings,
-    channel_groups,
-    page_arrays,
-)
+from .display import Decimator, DisplayProcessor, DisplaySettings, channel_groups
 
 #: Sensitivities offered (uV/mm), as on clinical systems.
 SENSITIVITIES = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000)
 PAGES = (10, 20, 30)
 NICE_UV = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000)
+#: Trace ink in the page image (premultiplied ARGB32); the rest of the image is transparent.
+INK = np.uint32(0xFF101010)
 COLORS = {"annotation": "#1f5fbf", "alarm": "#d01010", "note": "#107a30", "marker": "#1f5fbf",
           "seizure": "#d01010", "artefact": "#b06a00"}  # fmt: skip
+
+
+def bin_extremes(decimator: Decimator, processor: DisplayProcessor, rows: list[int], b0: int, b1: int, k: int):
+    """``(lo, hi)``, each ``(len(rows), b1 - b0)`` float32: min and max of bins ``[b*k, (b+1)*k)``.
+
+    The display samples of ``processor`` (rows ``rows``), decimated by ``decimator``. A bin
+    at the live edge holds the samples arrived so far; a bin with no sample held is NaN.
+    """
+    lo = np.full((len(rows), b1 - b0), np.nan, np.float32)
+    hi = lo.copy()
+    i0, i1 = b0 * k, min(b1 * k, processor.ring.end)
+    if i1 > i0:
+        _, out = decimator.page(processor, rows, i0, i1, k)
+        if k > 1:
+            m = out.shape[1] // 2
+            lo[:, :m], hi[:, :m] = out[:, 0::2], out[:, 1::2]
+        else:
+            lo[:, : out.shape[1]] = hi[:, : out.shape[1]] = out
+    return lo, hi
+
+
+def column_spans(lo: np.ndarray, hi: np.ndarray, base: np.ndarray, scale: float, height: int):
+    """Pixel rows each channel's trace covers in each column of an image ``height`` rows tall.
+
+    ``lo``, ``hi``: ``(C, n + 1)`` min and max per column; column 0 is the one before the
+    first drawn (context: the trace is joined to it, it is not drawn). Channel ``c``'s
+    value ``v`` falls on row ``floor(base[c] + scale * v)`` (row 0 at the top). A column
+    covers its min-to-max rows, extended to reach the previous column's nearest row (the
+    trace stays connected, as a one-pixel line would be). Returns ``(top, bottom)``, each
+    ``(C, n)`` integer, inclusive and clipped to the image; ``top > bottom`` where nothing
+    is drawn (no sample, or the trace is entirely off the image).
+    """
+    a = np.floor(base[:, None] + scale * lo.astype(np.float64))
+    b = np.floor(base[:, None] + scale * hi.astype(np.float64))
+    t, u = np.fmin(a, b), np.fmax(a, b)
+    top = np.maximum(np.fmin(t[:, 1:], u[:, :-1] + 1), 0)
+    bottom = np.minimum(np.fmax(u[:, 1:], t[:, :-1] - 1), height - 1)
+    ok = top <= bottom  # False for NaN
+    return np.where(ok, top, 0).astype(np.intp), np.where(ok, bottom, -1).astype(np.intp)
+
+
+def rasterise(top: np.ndarray, bottom: np.ndarray, height: int) -> np.ndarray:
+    """``(height, n)`` bool: pixel ``(r, j)`` is inked when some channel's span in column ``j`` covers row ``r``.
+
+    ``top``, ``bottom``: ``(C, n)`` inclusive rows within ``[0, height)`` as from
+    :func:`column_spans` (``top > bottom``: nothing). Each span adds +1 at its top row and
+    -1 below its bottom row; a running sum down each column counts the spans covering a
+    pixel.
+    """
+    n = top.shape[1]
+    ok = top <= bottom
+    col = np.broadcast_to(np.arange(n), top.shape)[ok]
+    size = (height + 1) * n
+    marks = np.bincount(top[ok] * n + col, minlength=size) - np.bincount((bottom[ok] + 1) * n + col, minlength=size)
+    return np.cumsum(marks.reshape(height + 1, n)[:height], axis=0, dtype=np.int32) > 0
+
+
+class PageRaster:
+    """The page's traces as a ring of image columns: bin ``b`` is column ``b % capacity``.
+
+    :meth:`update` rasterises only the columns it does not already hold with final data
+    (every sample of the bin and of the bin before it arrived, same settings): while a
+    live page scrolls, the bins that arrived since the last frame and the partial bin at
+    the live edge. Anything else (gain, rows, image height, bin size, re-processed
+    samples) redraws the whole page. ``image`` is premultiplied ARGB32 (:data:`INK` on
+    transparent); ``drawn`` lists the bin ranges the last update rasterised.
+    """
+
+    def __init__(self):
+        self.image = np.zeros((1, 1), np.uint32)
+        self.key = None
+        self.valid = (0, 0)  # bins whose columns hold final data
+        self.drawn: list[tuple[int, int]] = []
+
+    def update(self, processor: DisplayProcessor, decimator: Decimator, rows: list[int], c0: int, c1: int, k: int,
+               base: np.ndarray, scale: float, height: int, capacity: int) -> None:  # fmt: skip
+        """Hold the columns of bins ``[c0, c1)`` (``c1 - c0 <= capacity``); ``base``, ``scale`` as :func:`column_spans`."""
+        key = (k, processor.version, tuple(rows), height, capacity, scale, base.tobytes())
+        if key != self.key:
+            self.key, self.valid = key, (c0, c0)
+            self.image = np.zeros((height, capacity), np.uint32)
+        v0, v1 = max(self.valid[0], c0), min(self.valid[1], c1)
+        todo = [(c0, c1)] if v1 <= v0 else [(c0, v0), (v1, c1)]
+        self.drawn = [(a, b) for a, b in todo if b > a]
+        for a, b in self.drawn:
+            lo, hi = bin_extremes(decimator, processor, rows, a - 1, b, k)
+            ink = rasterise(*column_spans(lo, hi, base, scale, height), height)
+            self.image[:, np.arange(a, b) % capacity] = np.where(ink, INK, np.uint32(0))
+        self.valid = (c0, max(c0, min(c1, processor.ring.end // k)))
+
+    def page(self, c0: int, c1: int) -> np.ndarray:
+        """The ink of bins ``[c0, c1)`` in page order, ``(height, c1 - c0)`` bool."""
+        return self.image[:, np.arange(c0, c1) % self.image.shape[1]] != 0
+
+
+class TraceImage(pg.GraphicsObject):
+    """Draws a :class:`PageRaster`'s columns ``[c0, c1)`` over the page in view coordinates.
+
+    Column ``b`` spans ``[b, b + 1) * seconds_per_column`` seconds and the image's rows run
+    from y = 0 (top) down to ``-height_mm``. Painted in device pixels without smoothing,
+    in at most two copies (the ring wraps), their seam on a whole pixel.
+    """
+
+    def __init__(self, raster: PageRaster):
+        super().__init__()
+        self.raster = raster
+        self.columns = (0, 0)
+        self.seconds_per_column = 1.0
+        self._rect = QtCore.QRectF()
+        self._qimage = None
+
+    def show_columns(self, c0: int, c1: int, seconds_per_column: float, height_mm: float) -> None:
+        self.prepareGeometryChange()
+        self.columns, self.seconds_per_column = (c0, c1), seconds_per_column
+        self._rect = QtCore.QRectF(c0 * seconds_per_column, -height_mm, (c1 - c0) * seconds_per_column, height_mm)
+        if self._qimage is None or self._qimage.data is not self.raster.image:
+            self._qimage = pg.functions.ndarray_to_qimage(self.raster.image, QtGui.QImage.Format_ARGB32_Premultiplied)
+        self.update()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        return self._rect
+
+    def paint(self, painter, *args) -> None:
+        c0, c1 = self.columns
+        if c1 <= c0 or self._qimage is None:
+            return
+        height, cap = self.raster.image.shape
+        to_device = painter.transform()
+        spc = self.seconds_per_column
+        box = to_device.mapRect(self._rect)
+        first = c0 % cap
+        split = c0 + min(c1 - c0, cap - first)
+        edges = [round(to_device.map(QtCore.QPointF(b * spc, 0.0)).x()) for b in (c0, split, c1)]
+        painter.save()
+        painter.resetTransform()
+        painter.setRenderHint(QtGui.QPainter.SmoothPixmapTransform, False)
+        top, bottom = round(box.top()), round(box.bottom())
+        for (x0, x1), (pos, n) in zip(zip(edges, edges[1:]), ((first, split - c0), (0, c1 - split))):
+            if n:
+                painter.drawImage(QtCore.QRectF(x0, top, x1 - x0, bottom - top), self._qimage, QtCore.QRectF(pos, 0, n, height))
+        painter.restore()
 
 
 class TimeAxis(pg.AxisItem):
@@ -125,10 +268,11 @@ class TraceView(QtWidgets.QWidget):
         item.getAxis("left").setStyle(tickLength=0)
         self.vb = item.getViewBox()
         self.vb.setDefaultPadding(0)
-        # one curve for the whole page; decimated here, so pyqtgraph's own processing is off
-        self.curve = pg.PlotCurveItem(connect="finite", pen=pg.mkPen("#101010", width=1), antialias=False, skipFiniteCheck=False)
-        self.curve.setZValue(10)
-        self.plot.addItem(self.curve)
+        # one image for the whole page, above the event marks
+        self.raster = PageRaster()
+        self.image = TraceImage(self.raster)
+        self.image.setZValue(10)
+        self.plot.addItem(self.image)
         self.scalebar = pg.PlotDataItem(pen=pg.mkPen("#000", width=2), connect="finite")
         self.scalebar.setZValue(20)
         self.plot.addItem(self.scalebar)
@@ -327,13 +471,12 @@ class TraceView(QtWidgets.QWidget):
         offsets = -(np.arange(n) + 0.5) * spacing
         i0, i1 = int(round(t0 * self.sfreq)), int(round(t1 * self.sfreq))
         k = max(1, int(math.ceil((i1 - i0) / vb_w)))
-        if rows:
-            idx, dec = self._decimator.page(self.processor, rows, i0, i1, k)
-        else:
-            idx, dec = np.zeros(0), np.zeros((0, 0), np.float32)
-        gain = (-1.0 if self.negative_up else 1.0) / self.sensitivity
-        x, y = page_arrays(dec, idx, self.sfreq, offsets, gain)
-        self.curve.setData(x, y)
+        c0, c1 = i0 // k, -(-i1 // k)  # the bins the page touches, one image column each
+        px_per_mm = vb_h / height_mm
+        gain = (-1.0 if self.negative_up else 1.0) / self.sensitivity  # mm per uV, y up
+        self.raster.update(self.processor, self._decimator, rows, c0, c1, k, -offsets * px_per_mm, -gain * px_per_mm,
+                           vb_h, -(-(i1 - i0) // k) + 2)  # fmt: skip
+        self.image.show_columns(c0, c1, k / self.sfreq, height_mm)
         key = (tuple(rows), vb_h, round(spacing, 6))
         if key != self._last_key:
             names = self.processor.names
@@ -393,5 +536,10 @@ class TraceView(QtWidgets.QWidget):
         self._dirty = True
 
     def plotted(self) -> tuple[np.ndarray, np.ndarray]:
-        """The x (s) and y (mm) arrays currently drawn (for tests)."""
-        return self.curve.getData()
+        """The page as drawn (for tests): each image column's start time (s), and the ink.
+
+        The ink is ``(height, n_columns)`` bool, row 0 at the top of the traces and the
+        last row at their bottom (``-height_mm`` in view coordinates).
+        """
+        c0, c1 = self.image.columns
+        return np.arange(c0, c1) * self.image.seconds_per_column, self.raster.page(c0, c1)

@@ -243,32 +243,35 @@ def test_trace_view_sensitivity_montage_and_review(qapp, malow):
     raw = malow.data[:, :2000]
     view.push(raw)
     assert view.refresh()
-    x, y = view.plotted()
-    n = len(ch)
-    assert np.isnan(y).sum() == n  # one curve, one NaN between channels
-    per = len(y) // n
+    x, ink = view.plotted()
     width = int(view.vb.width())
-    assert per - 1 <= 2 * width + 4  # min/max decimated to the pixel width (1000 samples < width here)
+    assert ink.shape[1] <= width + 2  # min/max decimated to the pixel width (1000 samples < width here: one column each)
     ticks = view.plot.getPlotItem().getAxis("left")._tickLevels[0]
     assert [t[1] for t in ticks] == list(ch.names)
     offsets = np.array([t[0] for t in ticks])
-    first = y[:per - 1]  # channel 0 (Fp1), page = samples 1000..2000 (stream 10-20 s)
-    deflection = first - offsets[0]
-    np.testing.assert_allclose(x[: per - 1], np.arange(1000, 2000) / malow.sfreq)
-    np.testing.assert_allclose(deflection, -raw[0, 1000:2000] * 1e6 / 10, rtol=1e-4, atol=1e-4)  # negative up, 10 uV/mm
+    np.testing.assert_allclose(x, np.arange(1000, 2000) / malow.sfreq)  # page = samples 1000..2000 (stream 10-20 s)
+
+    def lit(ink, y_mm):  # is the pixel of each column's y (mm) inked? (the image spans [-height, 0], row 0 at the top)
+        rows = np.floor(-y_mm * ink.shape[0] / -view.vb.viewRange()[1][0]).astype(int)
+        assert (rows >= 0).all() and (rows < ink.shape[0]).all()
+        return ink[rows, np.arange(len(rows))]
+
+    uv = (raw[-1, 1000:2000] * 1e6).astype(np.float32)  # the last channel (Pz: its -160 uV offset keeps it on screen)
+    assert lit(ink, offsets[-1] - uv / 10).all()  # every sample lit, negative up, 10 uV/mm
     view.set_sensitivity(20)
     view.refresh()
-    np.testing.assert_allclose(view.plotted()[1][: per - 1] - offsets[0], deflection / 2, rtol=1e-4, atol=1e-4)
+    ink = view.plotted()[1]
+    assert lit(ink, offsets[-1] - uv / 20).all()
+    moved = np.abs(uv / 20 - uv / 10) * 4.0 > 3  # pixels apart at 4 px/mm
+    assert moved.sum() > 100 and lit(ink, offsets[-1] - uv / 10)[moved].mean() < 0.5  # not where 10 uV/mm puts it
 
     view.change(None, montage="double_banana")  # no feed: the buffer restarts
     view.push(raw)
     view.refresh()
     ticks = view.plot.getPlotItem().getAxis("left")._tickLevels[0]
     assert [t[1] for t in ticks][:2] == ["Fp1-F7", "F7-T7"] and len(ticks) == 18
-    x, y = view.plotted()
-    per = len(y) // 18
-    dv = (y[: per - 1] - ticks[0][0]) * -20  # back to microvolts
-    np.testing.assert_allclose(dv, (raw[0, 1000:2000] - raw[12, 1000:2000]) * 1e6, rtol=1e-4, atol=1e-3)
+    dv = ((raw[0, 1000:2000] - raw[12, 1000:2000]) * 1e6).astype(np.float32)
+    assert lit(view.plotted()[1], ticks[0][0] - dv / 20).all()
 
     # review: pause, page back; new data do not move the page; live again follows the newest
     end = view.latest_s
@@ -305,8 +308,8 @@ def test_trace_view_with_139_channel_ieeg(qapp, data_dir):
     view.set_group("Electrode C")
     view.refresh()
     assert view.visible_names() == [f"C{i}" for i in range(1, 17)] and not view.vscroll.isVisible()
-    y = view.plotted()[1]
-    assert np.isfinite(y).sum() > 16 * 100  # 6 s of a 10 s page
+    x, ink = view.plotted()
+    assert 0.55 < ink.any(0).mean() < 0.65 and x[ink.any(0)].max() == pytest.approx(view.latest_s, abs=0.05)  # 6 s of a 10 s page
     view.close()
 
 
@@ -323,8 +326,8 @@ def test_dashboard_replays_malow_raises_logs_and_acknowledges_alarm(qapp, malow,
         w.show()
         assert w.montage_box.currentData() == "double_banana"
         assert pump(qapp, lambda: w.traces.latest_s > 12 and w.traces.frames > 5, 30), "traces did not update from the replay"
-        x, y = w.traces.plotted()
-        assert np.isfinite(y).sum() > 1000 and x[np.isfinite(x)].max() == pytest.approx(w.traces.latest_s, abs=0.5)
+        x, ink = w.traces.plotted()
+        assert ink.sum() > 1000 and x[ink.any(0)].max() == pytest.approx(w.traces.latest_s, abs=0.5)
         raw0 = w.feed.read(0, 10)[1]
         assert raw0.shape == (21, 10) and np.abs(raw0).max() < 1e-3  # volts from the LSL stream (sent in uV)
         text = " ".join(label.text() for label in w.status_labels.values())
