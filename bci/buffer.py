@@ -1,8 +1,10 @@
-"""A preallocated ring buffer of multichannel samples with their timestamps.
+"""A preallocated ring buffer of multichannel samples, optionally with their timestamps.
 
 :class:`RingBuffer` keeps the newest ``capacity`` samples of ``(n_channels,)`` values,
-each with two times: its LSL *timestamp* (source clock mapped to ours) and its *arrival*
-(our :func:`pylsl.local_clock` when the chunk holding it was pulled). Memory is
+with (``times=True``) two times each: its LSL *timestamp* (source clock mapped to ours)
+and its *arrival* (our :func:`pylsl.local_clock` when the chunk holding it was pulled).
+The one buffer of the project: the LSL inlet's raw samples, the streaming predictor's
+processed samples, the dashboard's display samples. Memory is
 allocated once; writing a chunk copies into it (split at most in two) and never grows
 anything, so a live loop runs for hours with flat memory. Samples are addressed by a
 global index (0 for the first sample ever written), which lets a reader ask for "the
@@ -26,6 +28,8 @@ class RingBuffer:
         Samples kept; older ones are overwritten.
     dtype : numpy dtype
         Sample type (float64 by default: volts after unit conversion).
+    times : bool
+        Keep a timestamp and an arrival time per sample.
 
     Attributes
     ----------
@@ -34,31 +38,33 @@ class RingBuffer:
         next sample.
     """
 
-    def __init__(self, n_channels: int, capacity: int, dtype=np.float64):
+    def __init__(self, n_channels: int, capacity: int, dtype=np.float64, times: bool = True):
         if n_channels < 1 or capacity < 1:
             raise DataError(f"a ring buffer needs >= 1 channel and >= 1 sample, got {n_channels} x {capacity}")
         self.n_channels = int(n_channels)
         self.capacity = int(capacity)
         self.data = np.zeros((self.n_channels, self.capacity), dtype=dtype)
-        self.timestamps = np.zeros(self.capacity)
-        self.arrivals = np.zeros(self.capacity)
+        self.timestamps = np.zeros(self.capacity) if times else None
+        self.arrivals = np.zeros(self.capacity) if times else None
         self.n_written = 0
+        self._origin = 0  # index of the first sample written since the last clear
 
-    def clear(self) -> None:
-        """Forget every sample (the memory is kept); indices restart at 0."""
-        self.n_written = 0
+    def clear(self, start: int = 0) -> None:
+        """Forget every sample (the memory is kept); the next one written gets index ``start``."""
+        self.n_written = self._origin = int(start)
 
     def __len__(self) -> int:
         """Number of samples currently held."""
-        return min(self.n_written, self.capacity)
+        return min(self.n_written - self._origin, self.capacity)
 
     @property
     def first_index(self) -> int:
         """Global index of the oldest sample still held."""
         return self.n_written - len(self)
 
-    def write(self, samples: np.ndarray, timestamps, arrival: float | np.ndarray = 0.0) -> None:
-        """Append ``samples`` ``(n_channels, n)`` with ``n`` timestamps (and arrival times).
+    def write(self, samples: np.ndarray, timestamps=None, arrival: float | np.ndarray = 0.0) -> None:
+        """Append ``samples`` ``(n_channels, n)`` with ``n`` timestamps (and arrival times;
+        both ignored by a buffer without ``times``).
 
         A chunk longer than the capacity keeps only its newest ``capacity`` samples
         (they are still counted in :attr:`n_written`).
@@ -72,11 +78,12 @@ class RingBuffer:
         stop = self.n_written + n
         start = self.n_written + skip
         self._put(self.data, samples[:, skip:], start, stop)
-        self._put(self.timestamps, np.asarray(timestamps)[skip:], start, stop)
-        if np.ndim(arrival) == 0:
-            self._fill(self.arrivals, float(arrival), start, stop)
-        else:
-            self._put(self.arrivals, np.asarray(arrival)[skip:], start, stop)
+        if self.timestamps is not None:
+            self._put(self.timestamps, np.asarray(timestamps)[skip:], start, stop)
+            if np.ndim(arrival) == 0:
+                self._fill(self.arrivals, float(arrival), start, stop)
+            else:
+                self._put(self.arrivals, np.asarray(arrival)[skip:], start, stop)
         self.n_written = stop
 
     def _put(self, dest: np.ndarray, src: np.ndarray, start: int, stop: int) -> None:

@@ -36,7 +36,8 @@ from .alarm import AlarmRule
 from .channels import ChannelContract, ChannelSet
 from .errors import ConfigError, DataError, ModelError
 from .io import Recording, usable_signals
-from .preprocess import Preprocessor, reference_matrix, sliding_windows
+from .predictor import StreamPredictor
+from .preprocess import Preprocessor, reference_matrix
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +174,30 @@ class TrainedModel:
     def predict_proba(self, windows) -> np.ndarray:
         """Class probabilities ``(n, n_classes)``, columns in the order of :attr:`classes`."""
         X = self._check(windows)
-        proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+        return self.order_proba(np.asarray(self.estimator.predict_proba(X), dtype=np.float64))
+
+    def order_proba(self, proba: np.ndarray) -> np.ndarray:
+        """Probabilities in the estimator's ``classes_`` order -> the order of :attr:`classes`."""
         fitted = [str(c) for c in getattr(self.estimator, "classes_", self.classes)]
-        if fitted != list(self.classes):
-            proba = proba[:, [fitted.index(c) for c in self.classes]]
-        return proba
+        if fitted == list(self.classes):
+            return proba
+        return proba[..., [fitted.index(c) for c in self.classes]]
+
+    def segment_stream(self, n_channels: int):
+        """The network's cached streaming path on ``n_channels`` input rows
+        (:class:`pipelines.deep.SegmentStream`), or None: only an MVPFormer that is the whole
+        pipeline has one."""
+        steps = [s for _, s in getattr(self.estimator, "steps", [])[:-1] if s != _PLACEHOLDER]
+        final = _final_estimator(self.estimator)
+        if steps or not hasattr(final, "segment_stream"):
+            return None
+        return final.segment_stream(n_channels, self.n_times)
+
+    def stream(self, sfreq: float, channels: ChannelSet, **options) -> StreamPredictor:
+        """The streaming predictor of this model on a source at ``sfreq`` with ``channels``
+        (:class:`bci.predictor.StreamPredictor`; ``options``: its keyword parameters):
+        ``push(chunk) -> probabilities | None``."""
+        return StreamPredictor(self, sfreq, channels, **options)
 
     def channel_weights(self, windows) -> np.ndarray | None:
         """Per-channel contribution to the decision ``(n, n_channels)``, or None.
@@ -217,45 +237,62 @@ class TrainedModel:
         Returns the processed recording and the :class:`~bci.channels.ChannelMapping`
         (its ``target`` is the channels read).
         """
-        rate = None if self.preprocessing.get("resample") else self.sfreq
-        recording = usable_signals(recording, self.bind(recording.channels).input_channels.names, sfreq=rate)
-        target = self.bind(recording.channels).input_channels
-        try:
-            mapping = recording.channels.plan_mapping(target)
-        except DataError as exc:
-            raise DataError(f"{self.name} is a fixed-channel model (channels_contract: fixed): {exc}") from None
-        if mapping.interpolated:
-            log.warning("%s: %s", self.name, mapping.report())
+        recording = self._usable(recording)
+        mapping = self._mapping(recording.channels)
         mapped = Recording(
-            data=mapping.apply(recording.data), sfreq=recording.sfreq, channels=target,
+            data=mapping.apply(recording.data), sfreq=recording.sfreq, channels=mapping.target,
             annotations=recording.annotations, provenance=recording.provenance,
         )  # fmt: skip
         return self.preprocessor().apply(mapped, causal=True), mapping
 
-    def predict_recording(self, recording, hop_s: float | None = None, batch_size: int = 256) -> list[dict]:
-        """Per-window probabilities over a whole recording, as the live loop would see it.
+    def predict_recording(self, recording, hop_s: float | None = None, chunk_s: float = 30.0,
+                          streaming: bool = True) -> list[dict]:  # fmt: skip
+        """Per-window probabilities over a whole recording, as the live loop gives them.
 
+        The recording (checked and mapped as :meth:`prepare_recording` says) is pushed
+        through :meth:`stream` in ``chunk_s`` chunks, deciding every window
+        (``catch_up``): the windows, preprocessing and model path of ``bci stream``.
         Returns records ``{"start_s", "end_s", <class>: probability, ...}``; windows end
         at the time of their last sample. Models with per-channel contributions
         (:meth:`channel_weights`) add ``"top_channels"``: the :data:`TOP_CHANNELS` most
         contributing channels of the window, ``[[name, weight], ...]``, largest first.
         """
-        processed, mapping = self.prepare_recording(recording)
-        model = self.bind(mapping.target)
-        hop = float(hop_s or self.hop_s)
-        windows, starts = sliding_windows(processed.data, processed.sfreq, self.window_s, hop)
-        batches = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
-        proba = np.concatenate([model.predict_proba(b) for b in batches])
-        records = [
-            {"start_s": round(float(s), 6), "end_s": round(float(s + self.window_s), 6), **{c: float(p) for c, p in zip(self.classes, row)}}
-            for s, row in zip(starts, proba)
-        ]
-        if model.channel_weights(windows[:1]) is None:
-            return records
-        weights = np.concatenate([model.channel_weights(b) for b in batches])
-        for record, row in zip(records, weights):
-            record["top_channels"] = top_channels(processed.channels.names, row)
+        recording = self._usable(recording)
+        mapping = self._mapping(recording.channels)
+        chunk = max(1, int(round(chunk_s * recording.sfreq)))
+        predictor = self.stream(recording.sfreq, recording.channels, mapping=mapping, hop_s=hop_s, catch_up=True,
+                                streaming=streaming, flat_uv=0.0, buffer_s=2 * chunk_s + self.window_s)  # fmt: skip
+        model, weights, records = predictor.model, True, []
+        for start in range(0, recording.n_times, chunk):
+            predictor.push(recording.data[:, start : start + chunk])
+            done = [w for w in predictor.windows if w.proba is not None]
+            w = model.channel_weights(np.stack([predictor.window(d.end) for d in done])) if weights and done else None
+            weights = weights and (w is not None or not done)  # the first windows tell whether it has any
+            for i, d in enumerate(done):
+                end_s = d.end / self.sfreq
+                record = {"start_s": round(end_s - self.window_s, 6), "end_s": round(end_s, 6),
+                          **{c: float(p) for c, p in zip(self.classes, d.proba)}}  # fmt: skip
+                if w is not None:
+                    record["top_channels"] = top_channels(model.channels, w[i])
+                records.append(record)
         return records
+
+    def _usable(self, recording):
+        """The recording with only channels holding signal (:func:`bci.io.usable_signals`) at a rate
+        this model reads."""
+        rate = None if self.preprocessing.get("resample") else self.sfreq
+        return usable_signals(recording, self.bind(recording.channels).input_channels.names, sfreq=rate)
+
+    def _mapping(self, channels: ChannelSet):
+        """How a source with ``channels`` feeds this model (interpolation logged), or a DataError."""
+        target = self.bind(channels).input_channels
+        try:
+            mapping = channels.plan_mapping(target)
+        except DataError as exc:
+            raise DataError(f"{self.name} is a fixed-channel model (channels_contract: fixed): {exc}") from None
+        if mapping.interpolated:
+            log.warning("%s: %s", self.name, mapping.report())
+        return mapping
 
     # --- persistence --------------------------------------------------------------
     def save(self, model_dir: str | Path) -> Path:

@@ -205,7 +205,11 @@ class Preprocessor:
                 sections.append(signal.butter(self.filter_order, high, "lowpass", fs=sfreq, output="sos"))
         return np.vstack(sections) if sections else np.zeros((0, 6))
 
-    def _ratio(self, sfreq: float) -> tuple[int, int]:
+    def resample_ratio(self, sfreq: float) -> tuple[int, int]:
+        """``(up, down)``: output sample ``m`` of input at ``sfreq`` lies at input sample ``m * down / up``
+        (``(1, 1)`` without resampling)."""
+        if not self.resample or float(self.resample) == float(sfreq):
+            return 1, 1
         frac = Fraction(float(self.resample) / float(sfreq)).limit_denominator(1000)
         if abs(float(frac) * sfreq - float(self.resample)) > 1e-6 * self.resample:
             raise DataError(f"cannot resample {sfreq:g} Hz to {self.resample:g} Hz with a rational ratio")
@@ -225,7 +229,7 @@ class Preprocessor:
             x = signal.sosfilt(sos, x, axis=1) if causal else signal.sosfiltfilt(sos, x, axis=1)
         out_sfreq = sfreq
         if self.resample and float(self.resample) != float(sfreq):
-            up, down = self._ratio(sfreq)
+            up, down = self.resample_ratio(sfreq)
             if causal:
                 n_out = ((x.shape[1] - 1) * up) // down + 1
                 x = signal.upfirdn(_resampling_filter(up, down), x, up, down, axis=1)[:, :n_out]
@@ -255,7 +259,7 @@ class Preprocessor:
         sos = self._sos(sfreq)
         resampler = None
         if self.resample and float(self.resample) != float(sfreq):
-            up, down = self._ratio(sfreq)
+            up, down = self.resample_ratio(sfreq)
             resampler = _CausalResampler(up, down, len(names))
         self._stream = {
             "sfreq": float(sfreq),

@@ -98,7 +98,7 @@ class DetectorThread:
             t_s = self.feed.stream_time(d.source_time)
             weights = None
             if self._weights:
-                window = self.decoder.proc.window(d.index, self.model.n_times)
+                window = self.decoder.predictor.window(d.index)
                 w = self.model.channel_weights(window[None])
                 if w is not None:
                     weights = dict(zip(self.model.channels, np.asarray(w[0], float).tolist()))

@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from bci.errors import ConfigError, DataError
 
-__all__ = ["DEEP_MODELS", "DeepClassifier", "make_deep_pipeline"]
+__all__ = ["DEEP_MODELS", "DeepClassifier", "SegmentStream", "make_deep_pipeline"]
 
 #: Names accepted by :func:`make_deep_pipeline` (our DBConformer + braindecode peers).
 DEEP_MODELS = ("DBConformer", "MVPFormer", "EEGNet", "ShallowFBCSPNet", "EEGConformer", "ATCNet", "IFNet", "CTNet")
@@ -269,6 +269,17 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         return self.net_.module_
 
+    def segment_stream(self, n_channels: int, n_times: int) -> SegmentStream | None:
+        """The network's cached streaming path for windows of ``n_times`` samples on
+        ``n_channels`` channels, or None when the network has none (only MVPFormer has:
+        :meth:`models.mvpformer.MVPFormer.step`)."""
+        from models.mvpformer import MVPFormer  # deep.py serves braindecode's models without ours
+
+        module = self.module_
+        if not isinstance(module, MVPFormer):
+            return None
+        return SegmentStream(module, self.scale_, n_channels, n_times)
+
     def to_checkpoint(self) -> dict:
         """Everything needed to rebuild the fitted classifier, as plain values and tensors.
 
@@ -300,6 +311,54 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         except (KeyError, TypeError, RuntimeError, AttributeError, IndexError, ValueError) as err:
             raise DataError(f"not a valid DeepClassifier checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
         return clf
+
+
+class SegmentStream:
+    """MVPFormer's key/value-cached path behind a fitted :class:`DeepClassifier`.
+
+    Push the windows' segments one at a time (``(n_channels, segment_len)``, volts, in
+    stream order); :meth:`proba` is then the class probabilities (order of the classifier's
+    ``classes_``) of the window made of the last ``n_times / segment_len`` segments, as
+    ``predict_proba`` gives them up to the cache's approximation (see
+    :meth:`models.mvpformer.MVPFormer.step`). In ``channel_mode="independent"`` every channel
+    is a stream of its own, combined by the network's ``channel_combine``.
+    """
+
+    def __init__(self, module, scale: float, n_channels: int, n_times: int):
+        from models.mvpformer import combine_channel_probabilities
+
+        self._combine = combine_channel_probabilities
+        self.module, self.scale = module.eval(), float(scale)
+        self.segment_len = int(module.segment_len)
+        if n_times % self.segment_len:
+            raise ConfigError(f"MVPFormer streaming: a window of {n_times} samples is not a whole number of "
+                              f"{self.segment_len}-sample segments")  # fmt: skip
+        self.context = n_times // self.segment_len
+        self.n_channels = int(n_channels)
+        self.independent = module.channel_mode == "independent"
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every pushed segment."""
+        self._state = self.module.init_stream(1 if self.independent else self.n_channels, context=self.context)
+        self._hidden = None
+
+    @torch.no_grad()
+    def push(self, segment: np.ndarray) -> None:
+        """Append one segment ``(n_channels, segment_len)`` to the stream."""
+        x = torch.as_tensor((np.asarray(segment) * self.scale).astype(np.float32))
+        # joint: one (1, C, seg) input; independent: every channel alone, a batch (C, 1, seg)
+        self._hidden = self.module.step(self._state, x[:, None] if self.independent else x[None])
+
+    @torch.no_grad()
+    def proba(self) -> np.ndarray:
+        """Class probabilities of the window ending with the last pushed segment."""
+        if self._hidden is None:
+            raise DataError("SegmentStream.proba() before any segment was pushed")
+        logits = self.module.head(self._hidden).double()
+        if self.independent:
+            return self._combine(logits.softmax(-1)[None], self.module.channel_combine)[0].numpy()
+        return logits[0].softmax(-1).numpy()
 
 
 def make_deep_pipeline(name: str, **params) -> DeepClassifier:

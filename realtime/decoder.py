@@ -1,31 +1,22 @@
-"""The live decoding loop: LSL inlet -> causal preprocessing -> model -> LSL outlets.
+"""The live decoding loop: LSL inlet -> the model's streaming predictor -> LSL outlets.
 
 :class:`Decoder` ties a :class:`~realtime.inlet.Inlet` to a saved
-:class:`~bci.model.TrainedModel` (from ``bci train``)::
+:class:`~bci.model.TrainedModel` (from ``bci train``); it only pulls, pushes and publishes::
 
     pull chunk (non-blocking) -> volts, corrected timestamps, arrival time (raw ring buffer)
-      -> map channels onto model.input_channels (ChannelSet.plan_mapping; a model with
-         an any-channel contract is first bound to the stream's channels: model.bind)
-      -> model.preprocessor().step(chunk) (causal filters with state, re-reference, resample)
-      -> processed ring buffer at model.sfreq
-      -> every hop: the latest window -> model.predict_proba -> smoothing
-      -> "bci-out": one channel per class + the source timestamp of the window's last sample
-      -> "bci-markers": decisions, alarms, withheld decisions, stream lost / restored
+      -> model.stream(...).push(chunk): channel mapping, causal preprocessing, alignment,
+         windowing and the model's own fast path (bci.predictor.StreamPredictor)
+      -> smoothing -> "bci-out": one channel per class + the source timestamp of the
+         window's last sample
+      -> "bci-markers": decisions, alarms (bci.alarm.AlarmRule), withheld decisions,
+         stream lost / restored
 
-A DBConformer, a Riemannian pipeline or any other model goes through
-``model.predict_proba`` on the window. A :class:`~pipelines.deep.DeepClassifier` whose
-network is our :class:`models.mvpformer.MVPFormer` instead runs the streaming path: every
-new segment goes once through :meth:`MVPFormer.step` (cached keys/values per layer, the
-kernels' last-segment attention), and a decision is the head applied to the newest
-segment; the hop is then one segment.
-
-Timing. Decisions sit on a fixed grid of processed samples (the first when a whole
-window has arrived, then every hop), exactly the windows ``model.predict_recording``
-cuts offline. When the loop falls behind (slow model, CPU contention), it decodes only
-the newest due window and counts the skipped ones (``dropped_windows``), so latency stays
-bounded. The latency of a decision is the time from the arrival of its window's last
-sample (local clock right after the pull that returned it) to the return of the push
-on ``bci-out``.
+The predictor decides on the fixed grid of windows ``bci predict`` cuts offline; live it
+decodes only the newest due window of each pull and counts the skipped ones
+(``dropped_windows``), so latency stays bounded when the loop falls behind. An MVPFormer
+runs its key/value-cached segment path (the hop is then a whole number of segments).
+The latency of a decision is the time from the arrival of its window's last sample (local
+clock right after the pull that returned it) to the return of the push on ``bci-out``.
 
 Faults. A lost outlet -> state ``lost``, a marker, ``bci-out`` stays up, the stream is
 looked for again at every poll (without blocking) and reopened when it returns; no
@@ -52,9 +43,8 @@ import numpy as np
 import pylsl
 
 from bci.alarm import AlarmRule
-from bci.errors import ConfigError, ModelError, StreamError
+from bci.errors import ConfigError, StreamError
 
-from .buffer import RingBuffer
 from .inlet import Inlet, StreamLost
 from .telemetry import LatencyStats
 
@@ -241,61 +231,31 @@ class Decoder:
             raise
 
     def _open(self) -> "Decoder":
-        m = self.model
+        m, cfg = self.model, self.config
         self._classes = [str(c) for c in m.classes]
-        self._setup_model()  # first: its imports take seconds, and samples queue up once subscribed
         if self.inlet.inlet is None:
             self.inlet.open()
         m = self.model = m.bind(self.inlet.channels)
-        self._window = np.empty((1, len(m.channels), m.n_times))
-        pre = m.preprocessor()
-        self.mapping = self.inlet.plan(m.input_channels, model_sfreq=m.sfreq, resamples=bool(pre.resample))
-        self._used_rows = [self.inlet.channels.index(n) for n in self.mapping.picked] if self.inlet.described.labelled else list(range(len(self.inlet.channels)))
-        self._build_outlets()
-        self._begin_processing()
-        self.state = "filling"
-        self._marker(f"started: {m.name} on {self.inlet.info.name()}", pylsl.local_clock())
-        return self
-
-    def _setup_model(self) -> None:
-        """Choose the model path: MVPFormer streaming steps, or predict_proba on windows."""
-        m, cfg = self.model, self.config
-        self._stream_module = None
-        final = m.estimator.steps[-1][1] if hasattr(m.estimator, "steps") else m.estimator
-        module = getattr(final, "net_", None) is not None and getattr(final, "module_", None)
-        MVPFormer = None
-        if module is not None and module is not False:  # a torch network: is it our MVPFormer?
-            from models.mvpformer import MVPFormer
-        pre_steps = [s for _, s in getattr(m.estimator, "steps", [])[:-1] if s != "passthrough"]
-        if cfg.streaming and MVPFormer is not None and isinstance(module, MVPFormer) and not pre_steps:
-            module.eval()
-            self._stream_module, self._stream_final = module, final
-            self._segment = int(module.segment_len)
-            if m.n_times % self._segment:
-                raise ModelError(f"{m.name}: window of {m.n_times} samples is not a whole number of {self._segment}-sample segments")
-            self._context = m.n_times // self._segment
-            fitted = [str(c) for c in final.classes_]
-            self._stream_order = [fitted.index(c) for c in self._classes]
-            self._independent = getattr(module, "channel_mode", "joint") == "independent"
-        self.sfreq = float(m.sfreq)
-        if self._stream_module is not None:
-            hop = max(1, int(round((cfg.hop_s or self._segment / self.sfreq) * self.sfreq / self._segment))) * self._segment
-            if cfg.hop_s and abs(hop / self.sfreq - cfg.hop_s) > 1e-9:
-                log.info("MVPFormer streaming: hop rounded to %d segment(s) = %.4g s", hop // self._segment, hop / self.sfreq)
-        else:
-            hop = int(round((cfg.hop_s or m.hop_s) * self.sfreq))
-        if hop < 1:
-            raise ConfigError(f"hop of {cfg.hop_s or m.hop_s} s is shorter than one sample at {self.sfreq:g} Hz")
-        self.hop = hop
-        self.hop_s = hop / self.sfreq
+        self.mapping = self.inlet.plan(m.input_channels, model_sfreq=m.sfreq, resamples=bool(m.preprocessor().resample))
         if "torch" in sys.modules:  # only deep models bring torch in
             sys.modules["torch"].set_num_threads(int(cfg.threads))
+        self.predictor = m.stream(self.inlet.sfreq, self.mapping.source, mapping=self.mapping, hop_s=cfg.hop_s,
+                                  streaming=cfg.streaming, settle_s=cfg.settle_s, flat_uv=cfg.flat_uv,
+                                  buffer_s=cfg.buffer_s)  # fmt: skip
+        self.sfreq, self.hop_s = self.predictor.sfreq, self.predictor.hop_s
+        if cfg.hop_s and abs(self.hop_s - cfg.hop_s) > 1e-9:
+            log.info("%s: hop rounded to %.4g s (whole segments)", self.predictor.path, self.hop_s)
         alarm = cfg.alarm_class or ("seizure" if m.task == "seizure" and "seizure" in self._classes else None)
         if alarm is not None and alarm not in self._classes:
             raise ConfigError(f"alarm_class {alarm!r} is not one of the model's classes {self._classes}")
         self._alarm_col = self._classes.index(alarm) if alarm else None
         self.alarm_rule = m.alarm_rule(cfg.alarm)  # the config's, else the model's operating point
         self.smoother = Smoother(cfg.smoothing, len(self._classes), cfg.alpha, cfg.n_average)
+        self._build_outlets()
+        self._begin_processing()
+        self.state = "filling"
+        self._marker(f"started: {m.name} on {self.inlet.info.name()}", pylsl.local_clock())
+        return self
 
     def _build_outlets(self) -> None:
         m, cfg = self.model, self.config
@@ -320,38 +280,14 @@ class Decoder:
         self.marker_outlet = pylsl.StreamOutlet(minfo)
         self._sample = np.zeros(len(self._classes) + 1)
 
-    def _begin_processing(self) -> None:
-        """(Re)start the preprocessing from the next raw sample: nothing before it is reused."""
-        m = self.model
-        self.pre = m.preprocessor()
-        names = self.pre.start(self.inlet.sfreq, m.input_channels)
-        if list(names) != list(m.channels):
-            raise ModelError(f"{m.name}: preprocessing gives channels {names[:4]}..., the model expects {m.channels[:4]}...")
-        if self.pre.resample and float(self.pre.resample) != self.inlet.sfreq:
-            up, down = self.pre._ratio(self.inlet.sfreq)
-        else:
-            up = down = 1
-        self._updown = (up, down)
-        if not hasattr(self, "proc") or self.proc.n_channels != len(names):
-            capacity = max(int(self.config.buffer_s * self.sfreq), 2 * m.n_times + self.hop)
-            self.proc = RingBuffer(len(names), capacity)
-        self.proc.clear()
-        self._raw_base = self.inlet.buffer.n_written  # raw index of processed sample 0
-        self._next = m.n_times  # processed index (exclusive end) of the next decision
-        self._bad: tuple[int, int] | None = None  # processed range touched by NaN/inf
-        self._bad_channels: list[str] = []
-        self._hold = None  # last finite value per source channel
+    def _begin_processing(self, first: int | None = None) -> None:
+        """(Re)start decoding from raw sample ``first`` (default: the next to arrive):
+        nothing before it is reused."""
+        self.predictor.reset()
+        self._raw_base = self.inlet.buffer.n_written if first is None else first  # raw index of the predictor's sample 0
         self.smoother.reset()
         self.alarm_rule.reset()  # decision times restart with the processed stream
         self._top = None
-        if self._stream_module is not None:
-            self._stream_state = self._new_stream_state()
-            self._segments_done = 0
-            self._stream_proba = None
-
-    def _new_stream_state(self):
-        n = 1 if self._independent else self.proc.n_channels
-        return self._stream_module.init_stream(n, context=self._context)
 
     # ------------------------------------------------------------ the loop
     def poll(self) -> int:
@@ -377,8 +313,7 @@ class Decoder:
                 self._restore(f"samples again after {pylsl.local_clock() - self._lost_at:.2f} s without any", start)
             elif self.inlet.last_gap:
                 self._gap(self.inlet.last_gap, start)
-            self._process(start, stop)
-            made += self._decide()
+            made += self._process(start, stop)
             if stop - start < self.inlet.max_chunk:
                 break
         self.telemetry.update_rate(self.inlet.stats.samples)
@@ -392,139 +327,31 @@ class Decoder:
             self.inlet.mark_stall()
         return made
 
-    def _process(self, start: int, stop: int) -> None:
-        raw = self.inlet.buffer.window(stop, stop - start)
-        finite = np.isfinite(raw)
-        if not finite.all():
-            bad_rows = np.flatnonzero(~finite.all(axis=1))
-            if self._hold is None:
-                self._hold = np.zeros(raw.shape[0])
-            # feed the filters the last finite value (flagged, never decoded)
-            cols = np.arange(raw.shape[1])
-            for r in bad_rows:
-                ok = finite[r]
-                last_ok = np.maximum.accumulate(np.where(ok, cols, -1))
-                raw[r] = np.where(last_ok >= 0, raw[r][np.maximum(last_ok, 0)], self._hold[r])
-            names = [self.inlet.channels.names[r] for r in bad_rows]
-            first = self.proc.n_written
-            up, down = self._updown
-            last_out = ((stop - self._raw_base) * up) // down + 1
-            until = last_out + int(round(self.config.settle_s * self.sfreq))
-            self._bad = (first if self._bad is None else self._bad[0], until)
-            self._bad_channels = sorted(set(self._bad_channels) | set(names))
-        self._hold = raw[:, -1].copy() if self._hold is None else np.where(np.isfinite(raw[:, -1]), raw[:, -1], self._hold)
-        x = self.pre.step(self.mapping.apply(raw))
-        k = x.shape[1]
-        if k == 0:
-            return
-        m0 = self.proc.n_written
-        up, down = self._updown
-        m = np.arange(m0, m0 + k) * down
-        # an output's time is that of the input at or before it; it arrived with the input completing it
-        ts, _ = self.inlet.buffer.times_at(self._raw_base + m // up)
-        _, arrivals = self.inlet.buffer.times_at(np.minimum(self._raw_base + (m + up - 1) // up, stop - 1))
-        self.proc.write(x, ts, arrivals)
+    def _process(self, start: int, stop: int) -> int:
+        """Push raw samples ``start..stop`` through the predictor; publish its decisions."""
+        pred = self.predictor
+        pred.push(self.inlet.buffer.window(stop, stop - start))
+        if pred.windows:
+            self.telemetry.model.add(pred.model_s)
+        self.telemetry.dropped_windows = pred.dropped_windows
+        made = 0
+        for w in pred.windows:
+            at, completed = pred.input_index(w.end - 1)
+            source_time = self.inlet.buffer.timestamp(self._raw_base + at)
+            if w.reason:
+                self.telemetry.withheld += 1
+                if self.state != "withheld" or self.reason != w.reason:
+                    self._marker(f"withheld: {w.reason}", source_time)
+                self.state, self.reason = "withheld", w.reason
+                continue
+            if self.state == "withheld":
+                self._marker("decisions resumed", source_time)
+            self.state, self.reason = "running", ""
+            made += self._publish(w.end, w.proba, source_time, self.inlet.buffer.arrival(self._raw_base + completed))
+        return made
 
-    def _decide(self) -> int:
-        n = self.proc.n_written
-        if self._stream_module is not None:
-            return self._decide_streaming(n)
-        if n < self._next:
-            return 0
-        behind = (n - self._next) // self.hop
-        self.telemetry.dropped_windows += behind
-        end = self._next + behind * self.hop
-        self._next = end + self.hop
-        window = self.proc.window(end, self.model.n_times, out=self._window[0])
-        if self._withhold(end):
-            return 0
-        t0 = time.perf_counter()
-        proba = self.model.predict_proba(window[None])[0]
-        self.telemetry.model.add(time.perf_counter() - t0)
-        return self._publish(end, proba)
-
-    def _decide_streaming(self, n: int) -> int:
-        import torch
-
-        with torch.no_grad():
-            return self._decide_streaming_nograd(n, torch)
-
-    def _decide_streaming_nograd(self, n: int, torch) -> int:
-        seg, done = self._segment, self._segments_done
-        available = n // seg - done
-        if available <= 0:
-            return 0
-        if available > self._context:  # far behind: only the last context segments matter
-            skipped = available - self._context
-            self._stream_state = self._new_stream_state()
-            done += skipped
-            available = self._context
-        final, align = self._stream_final, self.model.alignment
-        t0 = time.perf_counter()
-        for s in range(done, done + available):
-            x = self.proc.window((s + 1) * seg, seg)
-            if align is not None:
-                x = align @ x
-            x = (x * final.scale_).astype(np.float32)
-            # joint: one (1, C, seg) input; independent: every channel alone, a batch (C, 1, seg)
-            segment = torch.as_tensor(x[None] if not self._independent else x[:, None])
-            hidden = self._stream_module.step(self._stream_state, segment)
-        logits = self._stream_module.head(hidden)
-        if self._independent:
-            from models.mvpformer import combine_channel_probabilities
-
-            combined = combine_channel_probabilities(logits.double().softmax(-1)[None], self._stream_module.channel_combine)
-            proba = combined[0].numpy()[self._stream_order]
-        else:
-            proba = torch.softmax(logits[0].double(), dim=0).numpy()[self._stream_order]
-        self.telemetry.model.add(time.perf_counter() - t0)
-        self._segments_done = done + available
-        end = self._segments_done * seg
-        if end < self.model.n_times:
-            return 0  # the window is not full yet (same windows as offline)
-        due = (end - self._next) // self.hop + 1 if end >= self._next else 0
-        if due <= 0:
-            return 0
-        self.telemetry.dropped_windows += due - 1
-        self._next += due * self.hop
-        if self._withhold(end):
-            return 0
-        return self._publish(end, proba)
-
-    def _withhold(self, end: int) -> bool:
-        """Whether the window ending at ``end`` must not be decoded; sets state and reason."""
-        start = end - self.model.n_times
-        reason = ""
-        if self._bad is not None and start < self._bad[1] and end > self._bad[0]:
-            reason = f"NaN/inf samples on {', '.join(self._bad_channels[:8])}"
-        elif self._bad is not None and start >= self._bad[1]:
-            self._bad, self._bad_channels = None, []
-        if not reason and self.config.flat_uv > 0:
-            n_raw = int(round(self.model.window_s * self.inlet.sfreq))
-            raw = self.inlet.buffer
-            if len(raw) >= n_raw and self._used_rows:
-                stop = raw.n_written
-                seg = raw.window(stop, n_raw)[self._used_rows]
-                ptp = seg.max(axis=1) - seg.min(axis=1)
-                flat = np.flatnonzero(ptp < self.config.flat_uv * 1e-6)
-                if flat.size:
-                    names = [self.inlet.channels.names[self._used_rows[i]] for i in flat]
-                    reason = f"flat channels: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
-        if reason:
-            self.telemetry.withheld += 1
-            if self.state != "withheld" or self.reason != reason:
-                self._marker(f"withheld: {reason}", float(self.proc.timestamp(end - 1)))
-            self.state, self.reason = "withheld", reason
-            return True
-        if self.state == "withheld":
-            self._marker("decisions resumed", float(self.proc.timestamp(end - 1)))
-        self.state, self.reason = "running", ""
-        return False
-
-    def _publish(self, end: int, proba: np.ndarray) -> int:
+    def _publish(self, end: int, proba: np.ndarray, source_time: float, arrival: float) -> int:
         smoothed = self.smoother(np.asarray(proba, dtype=np.float64))
-        source_time = self.proc.timestamp(end - 1)
-        arrival = self.proc.arrival(end - 1)
         sample = self._sample
         sample[:-1] = smoothed
         sample[-1] = source_time
@@ -579,9 +406,7 @@ class Decoder:
     def _restore(self, why: str, first: int | None = None) -> None:
         """Processing restarts at raw sample ``first`` (default: the next one to arrive)."""
         self.telemetry.restarts += 1
-        self._begin_processing()
-        if first is not None:
-            self._raw_base = first
+        self._begin_processing(first)
         self.state, self.reason = "filling", ""
         self._marker(f"stream restored: {why}; gap marked, no samples filled in", pylsl.local_clock())
 
@@ -589,8 +414,7 @@ class Decoder:
         """Timestamps jumped (samples lost upstream): restart processing at raw sample ``first``."""
         self.telemetry.restarts += 1
         self._marker(f"gap: {seconds:.3f} s of samples missing; processing restarted", pylsl.local_clock())
-        self._begin_processing()
-        self._raw_base = first
+        self._begin_processing(first)
         self.state = "filling"
 
     # ------------------------------------------------------- running
@@ -666,7 +490,7 @@ class Decoder:
             "reconnects": st.reconnects,
             "restarts": tel.restarts,
             "hop_s": self.hop_s if hasattr(self, "hop_s") else None,
-            "path": "mvpformer-streaming" if getattr(self, "_stream_module", None) is not None else "predict_proba",
+            "path": self.predictor.path if hasattr(self, "predictor") else None,
         }
         out.update(tel.latency.summary("latency"))
         out.update(tel.end_to_end.summary("end_to_end"))

@@ -13,7 +13,7 @@ What a user of mne-lsl or BCI2000 expects from an acquisition front end:
   a clear :class:`StreamError` when the stream cannot feed the model.
 - :meth:`Inlet.pull` polls without blocking (``pull_chunk(timeout=0.0, dest_obj=...)`` into
   a preallocated array), converts to volts, corrects timestamps with
-  :meth:`pylsl.StreamInlet.time_correction` and appends to a :class:`~realtime.buffer.RingBuffer`
+  :meth:`pylsl.StreamInlet.time_correction` and appends to a :class:`~bci.buffer.RingBuffer`
   with the local arrival time of every chunk.
 - Faults: a closed outlet raises :class:`StreamLost` (the inlet is opened with
   ``recover=False`` so that liblsl reports it at once); :meth:`Inlet.reconnect` looks
@@ -32,7 +32,7 @@ import pylsl
 from bci.channels import ChannelSet
 from bci.errors import BCIError, StreamError
 
-from .buffer import RingBuffer
+from bci.buffer import RingBuffer
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from realtime import quiet_liblsl
 quiet_liblsl()
 
 from bci.errors import StreamError  # noqa: E402
-from realtime.buffer import RingBuffer  # noqa: E402
+from bci.buffer import RingBuffer  # noqa: E402
 from realtime.decoder import Decoder, DecoderConfig  # noqa: E402
 from realtime.inlet import Inlet, resolve  # noqa: E402
 from realtime.replay import Replay  # noqa: E402
@@ -275,7 +275,7 @@ def test_nan_and_flat_channels_withhold_decisions_with_a_reason(data_dir, traine
     markers = open_inlet(cfg.marker_name)
     results = open_inlet(cfg.outlet_name)
     wait_until(outlet.have_consumers, 3.0, what="a consumer")
-    hop = decoder.hop
+    hop = decoder.predictor.hop
     step = 16  # 0.1 s chunks, as an amplifier sends them
     pos = 0
 
@@ -344,9 +344,9 @@ def test_backlog_decodes_latest_window_and_counts_dropped(data_dir, trained_mode
     decoder.poll()
     decoder.stop()
     s = decoder.summary()
-    due = (n - model.n_times) // decoder.hop + 1
+    due = (n - model.n_times) // decoder.predictor.hop + 1
     assert s["decisions"] == 1 and s["dropped_windows"] == due - 1
-    assert decoder.last.index == model.n_times + (due - 1) * decoder.hop  # the newest due window
+    assert decoder.last.index == model.n_times + (due - 1) * decoder.predictor.hop  # the newest due window
 
 
 @pytest.fixture(scope="module")
@@ -390,8 +390,8 @@ def test_mvpformer_decodes_with_cached_streaming_steps(data_dir, mvpformer_model
                    + decoder.telemetry.dropped_windows >= 13, 5.0, what="decisions")
         decoder.stop()
     s = decoder.summary()
-    assert s["path"] == "mvpformer-streaming" and decoder.hop == 50  # one 0.5 s segment per step
-    offline = model.predict_recording(rec, hop_s=0.5)
+    assert s["path"] == "mvpformer-streaming" and decoder.predictor.hop == 50  # one 0.5 s segment per step
+    offline = model.predict_recording(rec, hop_s=0.5, streaming=False)  # the full model on every window
     by_end = {round(o["end_s"] * 100): o for o in offline}
     first = decoder.recent[0]
     assert first.index == model.n_times
