@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from .channels import ChannelSet
 from .environment import machine_description
 from .errors import ConfigError, DataError, ModelError
 from .io import load_recording
+from .model import TrainedModel, inferred_contract
 from .preprocess import Preprocessor, TrainingData, sliding_windows
 from .szcore import (
     SCORE_COLUMNS,
@@ -498,8 +500,9 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
     Writes ``results.csv`` (one row per task x pipeline x fold, ``session="segments"``,
     and one per continuous recording x pipeline x channel combination,
     ``session="events"``), ``segments.csv`` (out-of-fold probability of every Bonn
-    segment), ``traces.csv`` (decision time, probabilities, per recording), ``summary.md``
-    and ``malow_trend.png``. Returns the results frame.
+    segment), ``traces.csv`` (decision time, probabilities, per recording), ``summary.md``,
+    ``malow_trend.png`` and, with ``events``, the detectors trained for them as saved models
+    (``models/<pipeline>``, :func:`event_model`). Returns the results frame.
     """
     import mne
     import pandas as pd
@@ -594,7 +597,7 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
     traces = {}
     if events:
         points = _operating_points(events, detector, oof, spec)
-        rows += _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed, common, traces, bar, points)
+        rows += _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed, common, traces, bar, points, out)
         _write(out, rows, seg_rows)
         _trace_csv(out / "traces.csv", traces)
         malow = recordings[0]["recording"]
@@ -623,11 +626,36 @@ def _operating_points(events, detector: AlarmRule, oof: dict, spec) -> dict:
     return out
 
 
-def _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed, common, traces, bar, points) -> list[dict]:
-    """Train every pipeline on all Bonn windows of ``train_task``; run each on every
-    continuous recording and score its events (:func:`bci.szcore.score_recording`), at the
-    config's alarm rule and, for the main combination, at the pipeline's operating point
-    (``points``: chosen on Bonn, so the row says how that threshold transfers)."""
+def model_folder(pipeline: str) -> str:
+    """The folder name of a pipeline's saved event model (``BP+LR`` -> ``BP+LR``, ``a b`` -> ``a_b``)."""
+    return re.sub(r"[^\w.+-]", "_", pipeline)
+
+
+def event_model(name: str, estimator, train: LabelledWindows, pre: Preprocessor, spec: WindowSpec, hop_s: float,
+                rule: AlarmRule, seed: int) -> TrainedModel:  # fmt: skip
+    """A pipeline fitted on Bonn windows as the saved seizure model ``bci train`` would make
+    of it: the 10-20 montage by default, the channels its contract allows, the evaluation's
+    preprocessing, window and alarm rule."""
+    return TrainedModel(
+        name=name, estimator=estimator, classes=list(CLASSES), input_channels=ChannelSet(STANDARD_1020),
+        sfreq=spec.sfreq, window_s=spec.length_s, hop_s=hop_s, preprocessing=pre.to_config(), task="seizure",
+        channels_contract=inferred_contract(estimator),
+        metadata={"seed": seed, "trained_on": [f"Bonn {train.task}"], "n_windows": {c: int((train.y == c).sum()) for c in CLASSES},
+                  "alarm": rule.to_config(), "made_by": "bci evaluate (seizure events)"},
+    )  # fmt: skip
+
+
+def _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed, common, traces, bar, points, out) -> list[dict]:
+    """Train every pipeline on all Bonn windows of ``train_task`` and save it as a model
+    (``out/models/<pipeline>``, :func:`event_model`); run each on every continuous recording
+    and score its events (:func:`bci.szcore.score_recording`), at the config's alarm rule
+    and, for the main combination, at the pipeline's operating point (``points``: chosen on
+    Bonn, so the row says how that threshold transfers).
+
+    The main combination (``events.combine``, the pipelines' own) goes through the saved
+    model's streaming predictor (:meth:`~bci.model.TrainedModel.predict_recording`): its
+    alarms are those ``bci stream --model out/models/<pipeline>`` raises on a replay of
+    the recording. The other combinations re-combine the same channels' probabilities."""
     from pipelines.seizure import combine_channels
 
     hop = float(events.get("hop_s", 1.0))
@@ -637,19 +665,28 @@ def _events(events, detector, recordings, pipelines, pre, spec, bonn_root, seed,
     fitted = {}
     for name, pipeline in pipelines.items():
         bar.set_postfix_str(f"{name} on Bonn {train.task}")
-        fitted[name] = _fit(pipeline, train.X, train.y, seed, spec.sfreq)
+        est, fit_time = _fit(pipeline, train.X, train.y, seed, spec.sfreq)
+        model = event_model(name, est, train, pre, spec, hop, detector, seed)
+        model.save(out / "models" / model_folder(name))
+        fitted[name] = (model, fit_time)
         bar.update(1)
     rows = []
     for rec in recordings:
         signal = load_recording(rec["path"])
         seizures = [(a, signal.duration if b is None else b) for a, b in rec["seizures"]]
         windows, times = recording_windows(signal, pre, spec, hop)
-        for name, (est, fit_time) in fitted.items():
+        for name, (model, fit_time) in fitted.items():
             bar.set_postfix_str(f"{rec['recording']} {name}")
+            est = model.estimator
             t0 = time.perf_counter()
-            per_channel = channel_probabilities(est, windows)
+            # the main combination: the saved model through its streaming predictor, as bci stream runs it
+            records = model.predict_recording(signal, hop_s=hop)
             predict_time = time.perf_counter() - t0
-            variants = {str(c): combine_channels(per_channel, c) for c in [combine, *extra]}
+            if [round(r["end_s"], 6) for r in records] != [round(float(t), 6) for t in times]:
+                raise DataError(f"{name}: the streaming predictor's windows differ from the evaluation's on {rec['recording']}")
+            per_channel = channel_probabilities(est, windows)
+            variants = {str(c): combine_channels(per_channel, c) for c in extra}
+            variants = {str(combine): np.array([r[CLASSES[1]] for r in records]), **variants}
             joint = joint_probabilities(est, windows)
             if joint is not None:
                 variants["joint"] = joint
@@ -880,7 +917,9 @@ def summary_markdown(frame, title, cfg, seg_frame, events, detector, spec, pre, 
                   f"the tolerances; detector events touching no widened seizure are false positives (FP/24 h with the "
                   f"hours scored: one FP in a 500 s recording is 173 FP/24 h). Sample level: per second. Pooled: counts and "
                   f"hours summed over recordings. Latency: first alarm at or after onset within the seizure (mean over the "
-                  f"seizures reached). Target: every seizure detected within {tl:g} s with <= {tf} event false positive."]  # fmt: skip
+                  f"seizures reached). Target: every seizure detected within {tl:g} s with <= {tf} event false positive. "
+                  f"The '{events.get('combine', 'top3')}' rows are the saved models `models/<pipeline>` through their "
+                  f"streaming predictor: `bci stream --model models/<pipeline>` raises the same alarms on a replay."]  # fmt: skip
         lines += event_table(frame, tl, tf)
         lines += ["", "'first crossing': first decision within the seizure whose combined (unsmoothed) probability reaches "
                   "the threshold, the model's share of the latency; the rest is the detector's smoothing and minimum "

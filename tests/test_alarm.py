@@ -169,48 +169,34 @@ def test_saved_operating_point_is_the_rule_of_predict_and_stream(seizure_model, 
     assert DecoderConfig.load().alarm is None and load_dashboard_config()["alarm"] is None
 
 
-def test_live_decoder_raises_the_alarms_the_offline_rule_reports(seizure_model, data_dir):
-    """Malow through the live loop (LSL, causal preprocessing, one decision per second, the
-    evaluation config's alarm section) raises the alarms that detect_alarms finds offline on
-    the same saved model's predictions: one rule, the same latencies and false alarms."""
+def live_alarms(model, rec, **config) -> tuple[list[tuple[float, float]], int, dict]:
+    """``rec`` streamed over LSL (1 s per push, every due window decoded) through ``bci stream``'s
+    loop with ``model``: the (onset, raised) of every alarm marker, the alarm-end count, the summary."""
     import re
     import time
     import uuid
 
     import pylsl
 
-    from bci.config import load_config
-    from bci.io import load_recording
-    from bci.model import TrainedModel
     from realtime.decoder import Decoder, DecoderConfig
 
-    events = load_config(ROOT / "configs/seizure_bonn.yaml")["evaluation"]["params"]["events"]
-    rule = AlarmRule.from_config(events["alarm"])
-    model = TrainedModel.load(seizure_model)
-    rec = load_recording(data_dir / "seizure/malow")
-
-    offline = model.predict_recording(rec)
-    expected = detect_alarms(rule, [r["end_s"] for r in offline], [r["seizure"] for r in offline])
-    assert expected, "the Bonn-trained detector raises an alarm on Malow"
-
     tag = uuid.uuid4().hex[:8]
-    info = pylsl.StreamInfo(f"malow-{tag}", "EEG", len(rec.channels), rec.sfreq, pylsl.cf_double64, f"src-{tag}")
+    info = pylsl.StreamInfo(f"rec-{tag}", "EEG", len(rec.channels), rec.sfreq, pylsl.cf_double64, f"src-{tag}")
     chans = info.desc().append_child("channels")
     for label in rec.channels.names:
         ch = chans.append_child("channel")
         for key, value in (("label", label), ("unit", "microvolts"), ("type", "EEG")):
             ch.append_child_value(key, value)
     outlet = pylsl.StreamOutlet(info)
-    cfg = DecoderConfig.load(outlet_name=f"out-{tag}", marker_name=f"mk-{tag}", resolve_timeout_s=3.0,
-                             smoothing="none", alarm=rule.to_config())  # fmt: skip
-    decoder = Decoder(model, f"malow-{tag}", cfg).open()
+    cfg = DecoderConfig.load(outlet_name=f"out-{tag}", marker_name=f"mk-{tag}", resolve_timeout_s=3.0, **config)
+    decoder = Decoder(model, f"rec-{tag}", cfg).open()
     found = pylsl.resolve_byprop("name", cfg.marker_name, timeout=3.0)
     assert found, "the decoder's marker stream"
     marker_inlet = pylsl.StreamInlet(found[0])
     marker_inlet.open_stream(timeout=3.0)
     markers = []
     x = rec.data * 1e6
-    step = int(rec.sfreq)  # one second per push: every due window is decoded, none dropped
+    step = int(rec.sfreq)
     try:
         deadline = time.monotonic() + 60
         for start in range(0, x.shape[1], step):
@@ -225,12 +211,64 @@ def test_live_decoder_raises_the_alarms_the_offline_rule_reports(seizure_model, 
         markers += [m[0] for m in marker_inlet.pull_chunk(timeout=0.0)[0]]
     finally:
         decoder.stop()
-    assert decoder.summary()["dropped_windows"] == 0
-    raised = [m for m in markers if m.startswith("alarm: seizure")]
-    got = [tuple(float(v) for v in re.findall(r"(?:onset|raised)=([\d.]+)s", m)) for m in raised]
-    assert got == [(a["onset_s"], a["raised_s"]) for a in expected]
-    ended = [m for m in markers if m.startswith("alarm end: seizure")]
-    assert len(ended) == len(expected) - (expected[-1]["end_s"] == offline[-1]["end_s"])  # the last may run to the end
+    raised = [tuple(float(v) for v in re.findall(r"(?:onset|raised)=([\d.]+)s", m)) for m in markers if m.startswith("alarm: seizure")]
+    return raised, sum(m.startswith("alarm end: seizure") for m in markers), decoder.summary()
+
+
+def test_live_decoder_raises_the_alarms_the_offline_rule_reports(seizure_model, data_dir):
+    """Malow through the live loop (LSL, causal preprocessing, one decision per second, the
+    evaluation config's alarm section) raises the alarms that detect_alarms finds offline on
+    the same saved model's predictions: one rule, the same latencies and false alarms."""
+    from bci.config import load_config
+    from bci.io import load_recording
+    from bci.model import TrainedModel
+
+    events = load_config(ROOT / "configs/seizure_bonn.yaml")["evaluation"]["params"]["events"]
+    rule = AlarmRule.from_config(events["alarm"])
+    model = TrainedModel.load(seizure_model)
+    rec = load_recording(data_dir / "seizure/malow")
+
+    offline = model.predict_recording(rec)
+    expected = detect_alarms(rule, [r["end_s"] for r in offline], [r["seizure"] for r in offline])
+    assert expected, "the Bonn-trained detector raises an alarm on Malow"
+    raised, ended, summary = live_alarms(model, rec, smoothing="none", alarm=rule.to_config())
+    assert summary["dropped_windows"] == 0
+    assert raised == [(a["onset_s"], a["raised_s"]) for a in expected]
+    assert ended == len(expected) - (expected[-1]["end_s"] == offline[-1]["end_s"])  # the last may run to the end
+
+
+def test_evaluate_reports_the_alarms_bci_stream_raises(data_dir, tmp_path):
+    """bci evaluate's seizure events on Malow (latency, false alarms, alarm times) are what its
+    saved detector raises when Malow is replayed through bci stream with the model's own rule."""
+    import json
+
+    import pandas as pd
+    import yaml
+
+    from bci.cli import main
+    from bci.io import load_recording
+    from bci.model import TrainedModel
+
+    cfg = yaml.safe_load((ROOT / "configs/seizure_bonn.yaml").read_text())
+    cfg["data"] = {"bonn": str(data_dir / "seizure/bonn"), "malow": str(data_dir / "seizure/malow")}
+    cfg["pipelines"] = ["seizure_bandpower_lr"]
+    cfg["evaluation"]["params"].update(tasks=["ABCD-E"], n_folds=2)
+    path = tmp_path / "seizure.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["evaluate", str(path), "--out", str(out)]) == 0
+    rows = pd.read_csv(out / "results.csv")
+    row = rows[(rows.session == "events") & (rows["combine"] == "top3")].iloc[0]
+    reported = json.loads(row.params)["alarm_times"]
+    assert reported and row.n_alarms == len(reported)
+
+    model = TrainedModel.load(out / "models" / "BP+LR")
+    assert model.alarm_rule() == AlarmRule.from_config(cfg["evaluation"]["params"]["events"]["alarm"])
+    raised, _, summary = live_alarms(model, load_recording(data_dir / "seizure/malow"), smoothing="none")
+    assert summary["dropped_windows"] == 0
+    assert [round(r, 2) for _, r in raised] == reported
+    onset = cfg["evaluation"]["params"]["events"]["onset_s"]
+    assert row.latency_s == pytest.approx(min(r for _, r in raised if r >= onset) - onset)
 
 
 def test_operating_point_config_is_checked(tmp_path):
