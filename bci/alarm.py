@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from .config import from_section
 from .errors import ConfigError, DataError
 
 
@@ -70,16 +71,8 @@ class AlarmRule:
     @classmethod
     def from_config(cls, section: dict | None, key: str = "alarm") -> AlarmRule:
         """The rule a config section describes (unknown keys and non-numbers are errors)."""
-        section = dict(section or {})
-        allowed = cls.settings()
-        unknown = sorted(set(section) - set(allowed))
-        if unknown:
-            raise ConfigError(f"{key}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
-        for name, value in section.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{key}.{name}: expected a number, found {value!r}")
         try:
-            return cls(**section)
+            return from_section(cls, section, key)
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("alarm.", f"{key}.", 1)) from None
 

@@ -12,6 +12,9 @@ current directory first, then against the config file's folder.
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from pathlib import Path
 
 import yaml
@@ -83,6 +86,47 @@ class Config(dict):
         return (self.path.parent / p).resolve()
 
 
+def check_keys(section, allowed, key: str) -> dict:
+    """``section`` as a dict whose keys are all ``allowed``; a :class:`ConfigError` names the first
+    other key, ``key.<name>: unknown key; allowed: ...``. The one key check of every section."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{key}: expected a mapping of {', '.join(sorted(allowed))}, found {section!r}")
+    unknown = sorted(set(map(str, section)) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
+    return dict(section)
+
+
+#: What each simple field type accepts, and how an error names it.
+_KINDS = {bool: ((bool,), "true or false"), int: ((int,), "an integer"), float: ((int, float), "a number"),
+          str: ((str,), "a string"), dict: ((dict,), "a mapping"), list: ((list,), "a list")}  # fmt: skip
+
+
+def from_section(cls, section, key: str):
+    """A config section as the dataclass ``cls`` (one dataclass per section): its keys are the
+    fields ``cls`` takes (others are errors, :func:`check_keys`), and a value of a field typed
+    ``bool``, ``int``, ``float``, ``str``, ``dict`` or ``list`` (or one of them ``| None``)
+    must be of that type; numbers stay as written. Range checks are ``cls``'s own."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    values = check_keys(section, fields, key)
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        kind = hints.get(name)
+        options = typing.get_args(kind) if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union else (kind,)
+        if value is None and type(None) in options:
+            continue
+        simple = [_KINDS[typing.get_origin(o) or o] for o in options if (typing.get_origin(o) or o) in _KINDS]
+        if not simple:
+            continue
+        ok = any(isinstance(value, accepted) and (bool in accepted or not isinstance(value, bool)) for accepted, _ in simple)
+        if not ok:
+            what = " or ".join(w for _, w in simple) + (" or null" if type(None) in options else "")
+            raise ConfigError(f"{key}.{name}: expected {what}, found {value!r}")
+    return cls(**values)
+
+
 def _expect(cfg: Config, key: str, value, kinds, what: str):
     if not isinstance(value, kinds):
         raise cfg.error(key, f"expected {what}, found {value!r}")
@@ -100,10 +144,7 @@ def _subjects(cfg: Config, key: str, value) -> list[int]:
 
 
 def validate_preprocessing(cfg: Config, section: dict | None, key: str = "preprocessing") -> dict:
-    section = dict(_expect(cfg, key, section or {}, dict, f"a mapping of {', '.join(sorted(PREPROCESSING_KEYS))}"))
-    unknown = set(section) - PREPROCESSING_KEYS
-    if unknown:
-        raise cfg.error(f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(PREPROCESSING_KEYS))}")
+    section = check_keys(section, PREPROCESSING_KEYS, f"{cfg.path}: {key}")
     band = section.get("bandpass")
     if band is not None:
         ok = isinstance(band, list) and len(band) == 2 and all(b is None or isinstance(b, (int, float)) for b in band)

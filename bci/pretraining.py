@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from .channels import DATA_TYPES, ChannelSet
-from .config import Config, load_config, validate_preprocessing
+from .config import Config, check_keys, load_config, validate_preprocessing
 from .errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ def validate_pretrain_section(cfg: Config) -> dict:
     section = cfg.get("pretrain")
     if not isinstance(section, dict):
         raise cfg.error("pretrain", "missing; expected a mapping with at least 'recordings' (or top-level 'datasets') and 'sfreq'")
-    unknown = set(section) - PRETRAIN_KEYS
-    if unknown:
-        raise cfg.error(f"pretrain.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(PRETRAIN_KEYS))}")
+    check_keys(section, PRETRAIN_KEYS, f"{cfg.path}: pretrain")
     out = {**DEFAULTS, **section}
     recordings = out.get("recordings") or []
     if not isinstance(recordings, list) or not all(isinstance(r, str) for r in recordings):

@@ -35,13 +35,14 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from .alarm import TARGET_FP_PER_24H, AlarmRule, detect_alarms, operating_point, smoothed_trace
 from .channels import ChannelSet
+from .config import check_keys, from_section
 from .environment import machine_description
 from .errors import ConfigError, DataError, ModelError
 from .io import load_recording
@@ -90,15 +91,12 @@ class WindowSpec:
 
     @classmethod
     def from_config(cls, section: dict | None, key: str = "window") -> WindowSpec:
-        section = dict(section or {})
-        allowed = {"sfreq", "length_s", "hop_s", "settle_s", "segment_s"}
-        unknown = set(section) - allowed
-        if unknown:
-            raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(allowed))}")
-        for k, v in section.items():
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-                raise ConfigError(f"{key}.{k}: expected a non-negative number, found {v!r}")
-        spec = cls(**{k: float(v) if v is not None else None for k, v in section.items()})
+        spec = from_section(cls, section, key)
+        for f in fields(cls):
+            value = getattr(spec, f.name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{key}.{f.name}: expected a non-negative number, found {value!r}")
+            setattr(spec, f.name, None if value is None else float(value))
         spec.check()
         return spec
 
@@ -513,10 +511,7 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
     mne.set_log_level("ERROR")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    params = dict(cfg["evaluation"].get("params") or {})
-    unknown = set(params) - EVAL_KEYS
-    if unknown:
-        raise cfg.error(f"evaluation.params.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(EVAL_KEYS))}")
+    params = check_keys(cfg["evaluation"].get("params"), EVAL_KEYS, f"{cfg.path}: evaluation.params")
     seed = cfg["seed"]
     pre, spec = _model_prep(cfg)
     bonn_root = cfg.resolve_path(str((cfg.get("data") or {}).get("bonn", "../shared/data/seizure/bonn")))
@@ -532,9 +527,7 @@ def evaluate_seizure(cfg, out_dir, progress: bool = True):
     threshold = float(params.get("threshold", 0.5))
     events = params.get("events")
     if events is not None:
-        if not isinstance(events, dict) or set(events) - EVENT_KEYS:
-            bad = sorted(set(events) - EVENT_KEYS) if isinstance(events, dict) else [events]
-            raise cfg.error("evaluation.params.events", f"unknown key {bad[0]!r}; allowed: {', '.join(sorted(EVENT_KEYS))}")
+        events = check_keys(events, EVENT_KEYS, f"{cfg.path}: evaluation.params.events")
         if "onset_s" not in events:
             raise cfg.error("evaluation.params.events.onset_s", "missing: the seizure onset in seconds")
         detector = AlarmRule.from_config(events.get("alarm"), key="evaluation.params.events.alarm")

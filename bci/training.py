@@ -56,7 +56,7 @@ from pipelines.selection import default_scoring
 
 from .alarm import TARGET_FP_PER_24H, AlarmRule, operating_point
 from .channels import CONTRACTS, DATA_TYPES, ChannelSet
-from .config import Config, load_config
+from .config import Config, check_keys, load_config
 from .datasets import get_dataset
 from .errors import DataError
 from .evaluate import _group_fit_params, chosen_params, fill_unset
@@ -78,9 +78,7 @@ def validate_train_section(cfg: Config) -> dict:
     section = cfg.get("train")
     if not isinstance(section, dict):
         raise cfg.error("train", "missing; expected a mapping with at least 'pipeline'")
-    unknown = set(section) - TRAIN_KEYS
-    if unknown:
-        raise cfg.error(f"train.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(TRAIN_KEYS))}")
+    check_keys(section, TRAIN_KEYS, f"{cfg.path}: train")
     if not isinstance(section.get("pipeline"), str):
         raise cfg.error("train.pipeline", f"expected a pipeline name or file, found {section.get('pipeline')!r}")
     task = section.setdefault("task", "classification")

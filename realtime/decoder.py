@@ -36,13 +36,14 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pylsl
 
 from bci.alarm import AlarmRule
+from bci.config import from_section, load_config
 from bci.errors import ConfigError, StreamError
 
 from .inlet import Inlet, StreamLost
@@ -79,12 +80,7 @@ class DecoderConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None, where: str = "realtime") -> "DecoderConfig":
-        values = dict(values or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(values) - set(known)
-        if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(known))}")
-        cfg = cls(**values)
+        cfg = from_section(cls, values, where)
         if cfg.smoothing not in SMOOTHING:
             raise ConfigError(f"{where}.smoothing: expected one of {', '.join(SMOOTHING)}, found {cfg.smoothing!r}")
         if not 0 < cfg.alpha <= 1:
@@ -105,8 +101,6 @@ class DecoderConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> "DecoderConfig":
         """Read the ``realtime`` section of a YAML file (default ``configs/realtime.yaml``)."""
-        from bci.config import load_config
-
         path = Path(path) if path else DEFAULT_CONFIG
         values = {}
         if path.is_file():

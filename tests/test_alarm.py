@@ -94,7 +94,7 @@ def test_config_section_round_trip_and_errors():
     assert rule.to_config() == {"threshold": 0.7, "duration_s": 5, "smoothing_s": 5.0, "warmup_s": 10, "top_channels": 3}
     with pytest.raises(ConfigError, match=r"^evaluation\.alarm\.threshold: expected a probability"):
         AlarmRule.from_config({"threshold": 1.5}, key="evaluation.alarm")
-    with pytest.raises(ConfigError, match=r"alarm\.min_duration_s: unknown key; allowed: threshold, duration_s"):
+    with pytest.raises(ConfigError, match=r"alarm\.min_duration_s: unknown key; allowed: duration_s, smoothing_s, threshold"):
         AlarmRule.from_config({"min_duration_s": 5})
     with pytest.raises(ConfigError, match=r"alarm\.duration_s: expected a number"):
         AlarmRule.from_config({"duration_s": "10"})

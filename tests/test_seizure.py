@@ -253,7 +253,7 @@ def test_bci_evaluate_seizure_config_writes_tables_and_plot(tmp_path, capsys, se
     path.write_text(yaml.safe_dump(cfg))
     capsys.readouterr()
     assert main(["evaluate", str(path), "--out", str(tmp_path / "bad")]) == 2
-    assert "events: unknown key 'onset'" in capsys.readouterr().err
+    assert "evaluation.params.events.onset: unknown key; allowed: " in capsys.readouterr().err
     del cfg["evaluation"]["params"]["events"]["onset"]
     cfg["datasets"] = [{"name": "CHBMIT", "path": str(seizure_bids)}]
     path.write_text(yaml.safe_dump(cfg))
