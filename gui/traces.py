@@ -258,7 +258,6 @@ class TraceView(QtWidgets.QWidget):
         self.plot.setMouseEnabled(False, False)
         self.plot.hideButtons()
         item = self.plot.getPlotItem()
-        item.showGrid(x=True, y=False, alpha=0.25)
         item.layout.setContentsMargins(0, 4, 6, 0)
         for side in ("left", "bottom"):
             ax = item.getAxis(side)
@@ -266,8 +265,14 @@ class TraceView(QtWidgets.QWidget):
             ax.setPen(pg.mkPen("#888"))
         item.getAxis("left").setWidth(74)
         item.getAxis("left").setStyle(tickLength=0)
+        item.getAxis("left").setCacheMode(QtWidgets.QGraphicsItem.DeviceCoordinateCache)
         self.vb = item.getViewBox()
         self.vb.setDefaultPadding(0)
+        # a line every second under the traces (opaque: the axis' own alpha grid costs ms per frame)
+        self.grid = pg.PlotCurveItem(connect="pairs", pen=pg.mkPen("#e2e2e2", width=1), antialias=False)
+        self.grid.setZValue(1)
+        self.plot.addItem(self.grid)
+        self._grid_key = None
         # one image for the whole page, above the event marks
         self.raster = PageRaster()
         self.image = TraceImage(self.raster)
@@ -483,11 +488,19 @@ class TraceView(QtWidgets.QWidget):
             self.plot.getPlotItem().getAxis("left").setTicks([[(float(o), names[r]) for o, r in zip(offsets, rows)], []])
             self._last_key = key
         self.vb.setRange(xRange=(t0, t1), yRange=(-height_mm, 0), padding=0, update=False)
+        self._draw_grid(t0, t1, height_mm)
         self._draw_scalebar(t1, height_mm, spacing)
         self._draw_marks(t0, t1)
         self._sync_hscroll(t1)
         self.frames += 1
         return True
+
+    def _draw_grid(self, t0: float, t1: float, height_mm: float) -> None:
+        key = (math.ceil(t0), math.floor(t1), height_mm)
+        if key != self._grid_key:
+            seconds = np.arange(key[0], key[1] + 1, dtype=np.float64)
+            self.grid.setData(np.repeat(seconds, 2), np.tile([-height_mm, 0.0], len(seconds)))
+            self._grid_key = key
 
     def _draw_scalebar(self, t1: float, height_mm: float, spacing: float) -> None:
         target_mm = min(10.0, 0.8 * spacing * 2)

@@ -4,7 +4,7 @@ Covers: the pixel rows a known signal lights (slow and fast sines, a flat channe
 step, no data, off-image), the span fill against a brute-force loop, the page image kept
 as a ring of columns (a scrolling page rasterises only the new bins and equals a full
 rasterisation; gain, review jumps and re-processed samples redraw it), and the image as
-Qt paints it (orientation, placement in time, negative up).
+Qt paints it (orientation, placement in time, negative up) over a one-second grid.
 """
 
 from __future__ import annotations
@@ -178,6 +178,8 @@ def test_trace_view_paints_the_image_upright_where_the_samples_are(qapp_traces):
     x, ink = view.plotted()
     assert x[0] == 0.0 and 9.9 < x[-1] < 10.0 and ink.shape[1] <= view.vb.width()  # about one column per pixel
     assert ink[:, x < 5.0].any(0).all() and not ink[:, x > 5.0].any()
+    gx, gy = view.grid.getData()  # a grid line every second, the whole height, under the traces
+    assert gx.tolist() == [float(s) for s in range(11) for _ in (0, 1)] and view.grid.zValue() < view.image.zValue()
     qapp_traces.processEvents()
     img = view.plot.grab().toImage().convertToFormat(QtGui.QImage.Format_RGB32)
     offsets = [t[0] for t in view.plot.getPlotItem().getAxis("left")._tickLevels[0]]
