@@ -10,8 +10,9 @@ import argparse
 import logging
 import os
 import sys
+import time
 
-from .errors import BCIError
+from .errors import BCIError, StreamError
 
 BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed", "device_check")
 
@@ -45,20 +46,14 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from .config import load_config
-    from .evaluate import evaluate
+    from .evaluate import evaluate, summary_text
 
     cfg = load_config(args.config)
     out = Path(args.out or Path("results") / Path(args.config).stem)
-    if (cfg.get("evaluation") or {}).get("kind") == "seizure":  # Bonn segments + Malow events
-        from .seizure import evaluate_seizure, summary_text
-
-        print(summary_text(evaluate_seizure(cfg, out, progress=not args.no_progress)))
-        print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and {out / 'malow_trend.png'}")
-        return 0
     frame = evaluate(cfg, out, subjects=args.subjects, progress=not args.no_progress, cluster=args.cluster)
-    summary = frame.groupby("pipeline").score.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
-    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and plots")
+    print(summary_text(frame))
+    plots = "malow_trend.png" if (cfg.get("evaluation") or {}).get("kind") == "seizure" else "plots"
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and {plots if plots == 'plots' else out / plots}")
     return 0
 
 
@@ -131,28 +126,120 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def cmd_record(args) -> int:
-    from realtime.recorder import main
+def _say(line: str) -> None:
+    print(line, flush=True)
 
-    return main(args)
+
+# The live commands import realtime/ (liblsl) and gui/ (Qt) in their handlers: `bci info`,
+# `bci evaluate` and the others start without loading either.
+def cmd_record(args) -> int:
+    from realtime import quiet_liblsl, stop_signals_interrupt
+    from realtime.recorder import record
+    from realtime.recording import recover
+
+    quiet_liblsl()
+    if args.recover:
+        _say(f"recovered {recover(args.out).describe()}")
+        return 0
+    if not args.source:
+        raise StreamError("bci record needs --source NAME (the signal stream to record), or --recover")
+    stop_signals_interrupt()  # SIGTERM and Ctrl-C close the file alike
+    summary = record(args.source, args.out, markers=args.markers or "auto", seconds=args.seconds, flush_s=args.flush,
+                     timeout=args.timeout, on_status=_say)
+    _say(f"wrote {summary.describe()}")
+    return 0
 
 
 def cmd_calibrate(args) -> int:
-    from gui.calibration import main
+    from gui.calibration import run_calibration
+    from realtime import quiet_liblsl
 
-    return main(args)
+    from .paradigm import load_calibration
+
+    quiet_liblsl()
+    cal = load_calibration(args.config)
+    _say(f"calibration: {cal.describe()}; recording {args.source!r} + markers {cal.marker_stream!r} to {args.out}; "
+         "Esc stops early")
+    result = run_calibration(cal, args.source, args.out, timeout=args.timeout)
+    _say(f"{'stopped early' if result.aborted else 'finished'} after {result.trials_shown} of {result.trials_planned} trials")
+    _say(f"wrote {result.recording.describe()}")
+    _say(f"train on it: list it in train.recordings with train.events {cal.classes} (see configs/train_calibration.yaml)")
+    return 0
 
 
 def cmd_replay(args) -> int:
-    from realtime.commands import replay
+    """``bci replay FILE [--name NAME] [--speed X] [--loop]``: play until the end or Ctrl-C."""
+    from pathlib import Path
 
-    return replay(args)
+    from realtime import quiet_liblsl, stop_signals_interrupt
+    from realtime.replay import Replay
+
+    quiet_liblsl()
+    stop_signals_interrupt()
+    player = Replay(args.file, args.name, speed=args.speed, loop=args.loop)
+    rec = player.recording
+    markers = f" + markers {player.name + '-markers'!r} ({len(player._marker_idx)} annotations)" if player.with_markers else ""
+    _say(
+        f"replaying {Path(args.file).name}: {len(rec.channels)} ch @ {rec.sfreq:g} Hz, {rec.duration:.1f} s"
+        f" at {player.speed:g}x{' (looping)' if player.loop else ''} as LSL stream {player.name!r}"
+        f" (source_id {player.source_id}){markers}; Ctrl-C stops"
+    )
+    player.start()
+    try:
+        while not player.wait(0.5):
+            pass
+        time.sleep(1.0)  # let inlets drain the last chunk before the outlet closes
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr, flush=True)
+    finally:
+        player.stop()
+    _say(f"pushed {player.n_pushed} samples, {player.n_markers} markers")
+    return 0
 
 
 def cmd_stream(args) -> int:
-    from realtime.commands import stream
+    """``bci stream --model MODEL_DIR [--source NAME] [--feedback [--paradigm CONFIG]]``: decode live until Ctrl-C."""
+    if args.paradigm and not args.feedback:
+        raise BCIError("--paradigm runs its cues in the feedback view: add --feedback")
+    from realtime import quiet_liblsl, stop_signals_interrupt
+    from realtime.decoder import Decoder, DecoderConfig
 
-    return stream(args)
+    quiet_liblsl()
+    stop_signals_interrupt()
+    config = DecoderConfig.load()
+    decoder = Decoder(args.model, args.source, config)
+    decoder.open()
+    m = decoder.model
+    _say(f"decoding {decoder.inlet.describe()} with {m.name} ({', '.join(m.classes)}; window {m.window_s:g} s, "
+         f"hop {decoder.hop_s * 1e3:g} ms, {decoder.summary()['path']}); {decoder.mapping.report()}")
+    _say(f"publishing on LSL {config.outlet_name!r} (probabilities + source_time) and {config.marker_name!r}; Ctrl-C stops")
+    tty = sys.stdout.isatty()
+    decoder.start()
+    try:
+        if args.feedback:  # the feedback view until closed or Ctrl-C
+            from gui.feedback import stream_feedback
+
+            stream_feedback(decoder, paradigm=args.paradigm)
+        else:
+            while True:
+                time.sleep(1.0)
+                if decoder.error is not None:
+                    break
+                line = decoder.status_line()
+                print(("\r\033[K" + line) if tty else line, end="" if tty else "\n", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if tty:
+            print()
+        decoder.stop()
+    s = decoder.summary()
+    _say(
+        f"stopped: {s['decisions']} decisions, latency p50 {s['latency_p50_ms']:.2f} ms p95 {s['latency_p95_ms']:.2f} ms "
+        f"p99 {s['latency_p99_ms']:.2f} ms max {s['latency_max_ms']:.2f} ms; dropped windows {s['dropped_windows']}, "
+        f"dropped samples {s['dropped_samples']}, withheld {s['withheld']}, stream losses {s['losses']}"
+    )
+    return 0
 
 
 def cmd_bench(args, extra: list[str]) -> int:
@@ -177,9 +264,14 @@ def _not_yet(name: str):
 
 
 def cmd_dashboard(args) -> int:
-    from gui.app import main
+    from gui.app import run_dashboard
 
-    return main(args)
+    screenshot, seconds = run_dashboard(source=args.source, replay=args.replay, review=args.review, model_dir=args.model,
+                                        config=args.config, events=args.events, speed=args.speed, seconds=args.seconds,
+                                        screenshot=args.screenshot)  # fmt: skip
+    if screenshot is not None:
+        _say(f"wrote {screenshot} after {seconds:.1f} s")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

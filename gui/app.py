@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -263,38 +264,40 @@ def _load_model(model_dir):
         raise ModelError(f"{model_dir}: cannot load the model ({type(exc).__name__}: {exc})") from None
 
 
-def main(args) -> int:
-    """Entry point of ``bci dashboard`` (``args`` from :mod:`bci.cli`)."""
-    if args.screenshot and not args.seconds:
+def run_dashboard(*, source: str | None = None, replay=None, review: str | Path | None = None, model_dir=None,
+                  config: str | Path | None = None, events: str | Path | None = None, speed: float | None = None,
+                  seconds: float | None = None, screenshot: str | Path | None = None) -> tuple[Path | None, float]:
+    """``bci dashboard``: run a :class:`Session` until its window closes (or Ctrl-C), or for ``seconds``.
+
+    With ``screenshot`` (which needs ``seconds``) or without a display, runs offscreen.
+    Returns the screenshot written (or None) and the seconds the window ran.
+    """
+    if screenshot and not seconds:
         raise ConfigError("--screenshot PNG needs --seconds S (how long to run before saving)")
-    if args.seconds is not None and args.seconds <= 0:
-        raise ConfigError(f"--seconds must be positive, found {args.seconds}")
-    cfg = load_dashboard_config(getattr(args, "config", None))
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, found {seconds}")
+    cfg = load_dashboard_config(config)
     has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform != "linux"
-    headless = args.screenshot is not None or (args.seconds is not None and not has_display)
+    headless = screenshot is not None or (seconds is not None and not has_display)
     if headless:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     elif not has_display and not os.environ.get("QT_QPA_PLATFORM"):
         raise ConfigError("no display to open the dashboard on (DISPLAY is not set); use --screenshot PNG --seconds S, or set QT_QPA_PLATFORM")
-    session = Session(source=args.source, replay=args.replay, model_dir=args.model, config=cfg,
-                      events=getattr(args, "events", None), speed=getattr(args, "speed", None),
-                      review=getattr(args, "review", None))  # fmt: skip
+    session = Session(source=source, replay=replay, model_dir=model_dir, config=cfg, events=events, speed=speed,
+                      review=review)  # fmt: skip
     try:
-        if args.seconds:
-            t0 = time.monotonic()
-            out = session.run_for(args.seconds, args.screenshot)
-            if out is not None:
-                print(f"wrote {out} after {time.monotonic() - t0:.1f} s")
+        t0 = time.monotonic()
+        if seconds:
+            out = session.run_for(seconds, screenshot)
         else:
-            import signal
-
+            out = None
             app = ensure_qapp()
             signal.signal(signal.SIGINT, lambda *_: app.quit())  # Ctrl-C in the terminal closes cleanly
             session.window.show()
             app.exec()
+        return out, time.monotonic() - t0
     finally:
         session.close()
-    return 0
 
 
-__all__ = ["BCIError", "Session", "load_dashboard_config", "main", "validate_dashboard"]
+__all__ = ["BCIError", "Session", "load_dashboard_config", "run_dashboard", "validate_dashboard"]

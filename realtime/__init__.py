@@ -3,6 +3,10 @@
 - :class:`realtime.inlet.Inlet` - resolve a stream, read its channels, pull into a ring buffer;
 - :class:`realtime.decoder.Decoder` - preprocessing, model, smoothing, ``bci-out`` outlet, faults;
 - :class:`realtime.replay.Replay` - any recording as an LSL stream (``bci replay``);
+- :class:`realtime.recorder.Recorder` - a live stream (+ markers) to FIF (``bci record``), in
+  the file format of :mod:`realtime.recording` (segments, assembly, recovery; no LSL);
+- :mod:`realtime.markers` - marker streams: the cues a session sends, the markers a recording takes;
+- :mod:`realtime.probabilities` - a decoder's probabilities for the feedback view (callback or ``bci-out``);
 - :mod:`realtime.telemetry` - latency percentiles in constant memory.
 
 Beside them, the two process-wide set-up steps every live command (replay, stream, record,
@@ -18,7 +22,7 @@ def quiet_liblsl(level: int = -3) -> None:
     Must run before the first LSL call of the process; later calls have no effect.
     ``level`` follows loguru: -3 fatal only, -2 errors, -1 warnings, 0 info.
     """
-    import pylsl
+    import pylsl  # here, not at the top: realtime.recording (no LSL) is importable without liblsl
 
     try:
         pylsl.set_config_content(f"[log]\nlevel = {int(level)}\n")

@@ -16,7 +16,7 @@ Bonn ``.txt``, a Malow folder) becomes a signal outlet that looks like an amplif
 - ``loop=True`` starts again at the end (timestamps keep increasing).
 
 :class:`Replay` runs in a background thread (``with Replay(path) as r: ...``) for tests and
-the dashboard; :func:`realtime.commands.replay` is the command line.
+the dashboard; ``bci replay`` (:func:`bci.cli.cmd_replay`) is the command line.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def test_killed_recorder_leaves_readable_parts_and_ctrl_c_closes_cleanly(source_
 
     from bci.cli import main
     from bci.io import load_recording
-    from realtime.recorder import complete_parts, parts_dir
+    from realtime.recording import complete_parts, parts_dir
     from realtime.replay import Replay
 
     names = {"kill": _name("kill"), "int": _name("int")}
@@ -242,7 +242,8 @@ def test_gaps_lost_streams_and_unlabelled_channels(tmp_path, caplog):
     """Timestamp jumps and a lost/returning signal stream -> BAD_gap (never filled); a lost
     marker stream -> BAD_markers_lost, recording goes on; no labels -> ch1..chN."""
     from bci.io import load_recording
-    from realtime.recorder import GAP, MARKERS_LOST, Recorder
+    from realtime.recorder import Recorder
+    from realtime.recording import GAP, MARKERS_LOST
 
     name = _name("gap")
     src = _Source(name)
@@ -322,7 +323,8 @@ def test_channel_names_types_units_from_stream_metadata(tmp_path):
 def test_record_bad_input(tmp_path, capsys):
     from bci.cli import main
     from bci.errors import DataError, StreamError
-    from realtime.recorder import Recorder, check_output, parts_dir
+    from realtime.recorder import Recorder
+    from realtime.recording import check_output, parts_dir, recover
 
     with pytest.raises(DataError, match="ending in .fif"):
         check_output(tmp_path / "x.edf")
@@ -340,8 +342,6 @@ def test_record_bad_input(tmp_path, capsys):
     with pytest.raises(DataError, match="not enough free disk space"):
         check_output(tmp_path / "big.fif", need_bytes=1 << 62)
     with pytest.raises(DataError, match="nothing to recover"):
-        from realtime.recorder import recover
-
         recover(tmp_path / "none.fif")
     # the disk check runs once the stream's size is known, before the parts folder exists
     name = _name("bad")
@@ -376,7 +376,7 @@ def _calibration_yaml(tmp_path: Path, **over) -> Path:
 
 
 def test_trial_order_balanced_seeded_and_bounded_runs():
-    from gui.calibration import trial_order
+    from bci.paradigm import trial_order
 
     for seed in range(20):
         order = trial_order(["left_hand", "right_hand", "feet"], 10, seed, max_repeats=2)
@@ -390,7 +390,7 @@ def test_trial_order_balanced_seeded_and_bounded_runs():
 
 def test_calibration_config_errors(tmp_path):
     from bci.errors import ConfigError
-    from gui.calibration import load_calibration
+    from bci.paradigm import load_calibration
 
     cal = load_calibration(ROOT / "configs" / "calibration_lr.yaml")
     assert cal.classes == ["left_hand", "right_hand"] and cal.n_trials == 40
@@ -425,7 +425,8 @@ def test_calibration_session_offscreen_recorded_and_trainable(source_run, tmp_pa
     published at the cues, balanced, and the file trains with bci train."""
     from bci.cli import main
     from bci.io import load_recording
-    from gui.calibration import build_schedule, load_calibration, run_calibration
+    from bci.paradigm import build_schedule, load_calibration
+    from gui.calibration import run_calibration
     from realtime.replay import Replay
 
     cfg = _calibration_yaml(tmp_path)
@@ -475,8 +476,9 @@ def test_feedback_view_follows_the_decoder_with_a_paradigm(recorded, recorded_mo
     """The live decoder (realtime.Decoder on a replay of the recording) drives the cursor
     through its callback; its bci-out outlet carries the same probabilities; a feedback
     paradigm shows its cues and ends the session."""
-    from gui.feedback import ProbabilityInlet, stream_feedback
+    from gui.feedback import stream_feedback
     from realtime.decoder import Decoder
+    from realtime.probabilities import ProbabilityInlet
     from realtime.replay import Replay
 
     out, _ = recorded
@@ -508,7 +510,6 @@ def test_feedback_view_follows_the_decoder_with_a_paradigm(recorded, recorded_mo
 def test_bci_stream_feedback_command(recorded, recorded_model, tmp_path, capsys):
     """``bci stream --feedback --paradigm CONFIG`` (offscreen): cues run, decisions flow,
     the session ends with the paradigm and the decoder stops cleanly."""
-    pytest.importorskip("realtime.commands")
     from bci.cli import main
     from realtime.replay import Replay
 
@@ -526,7 +527,7 @@ def test_bci_stream_feedback_command(recorded, recorded_model, tmp_path, capsys)
 def test_probability_inlet_loss_and_return():
     """A bci-out outlet that closes: polls return at once (state lost, last values kept);
     a decoder restarted under the same name is picked up again."""
-    from gui.feedback import ProbabilityInlet
+    from realtime.probabilities import ProbabilityInlet
 
     name = _name("bci-out")
 
@@ -555,19 +556,20 @@ def test_probability_inlet_loss_and_return():
 
 
 def test_feedback_view_cursor_and_bars():
+    from bci.paradigm import cursor_position, layout
     from gui.app import ensure_qapp
-    from gui.feedback import cursor_position, layout, make_feedback_view
+    from gui.feedback import FeedbackView
 
     assert layout(["right_hand", "left_hand"]) == (1, 0) and layout(["T1", "T2"]) == (0, 1) and layout(["a", "b", "c"]) is None
     assert cursor_position(np.array([0.2, 0.8]), 0, 1) == pytest.approx(0.6)
     ensure_qapp()
-    view = make_feedback_view()(["left_hand", "right_hand"], ease=1.0)
+    view = FeedbackView(["left_hand", "right_hand"], ease=1.0)
     view.set_probabilities([0.9, 0.1], "running")
     view.tick()
     assert view.cursor == pytest.approx(-0.8)
     img = view.grab().toImage()
     assert img.width() > 0
-    bars = make_feedback_view()(["left_hand", "right_hand", "feet"], ease=0.5)
+    bars = FeedbackView(["left_hand", "right_hand", "feet"], ease=0.5)
     bars.set_probabilities([0.2, 0.2, 0.6])
     bars.tick()
     np.testing.assert_allclose(bars.shown, [0.2667, 0.2667, 0.4667], atol=1e-3)
@@ -583,7 +585,8 @@ def test_feedback_ctrl_c_closes_the_view():
     from PySide6 import QtCore
 
     from gui.app import ensure_qapp
-    from gui.feedback import DecisionQueue, run_feedback
+    from gui.feedback import run_feedback
+    from realtime.probabilities import DecisionQueue
 
     ensure_qapp()
     queue = DecisionQueue(["left_hand", "right_hand"])
