@@ -193,7 +193,7 @@ class SegmentWriter:
 
     def add_marker(self, timestamp: float, text: str) -> None:
         text = str(text).replace("\t", " ").replace("\n", " ").strip()
-        self._markers.write(f"{timestamp!r}\t{text}\n")
+        self._markers.write(f"{float(timestamp)!r}\t{text}\n")  # repr: every digit; float: not "np.float64(...)"
         self._markers.flush()
         os.fsync(self._markers.fileno())
         self.n_markers += 1
@@ -201,7 +201,7 @@ class SegmentWriter:
     def add_event(self, timestamp: float, kind: str, sample: int, detail: str = "") -> None:
         """Stream events (``stream_lost``/``stream_back``, ``markers_lost``/``markers_back``)
         at our clock's ``timestamp``, when ``sample`` samples had been received."""
-        self._events.write(f"{timestamp!r}\t{kind}\t{int(sample)}\t{detail}\n")
+        self._events.write(f"{float(timestamp)!r}\t{kind}\t{int(sample)}\t{detail}\n")
         self._events.flush()
         os.fsync(self._events.fileno())
 

@@ -209,6 +209,66 @@ def test_killed_recorder_leaves_readable_parts_and_ctrl_c_closes_cleanly(source_
     assert not parts_dir(outs["kill"]).exists()
 
 
+def test_segments_assemble_gaps_markers_and_recover(tmp_path):
+    """The file format alone (no LSL): segments as they come, assembled with each marker on
+    its nearest sample, a timestamp jump as BAD_gap, a marker-stream loss as
+    BAD_markers_lost; the parts of a writer that died are recovered."""
+    from bci.channels import ChannelSet
+    from bci.io import load_recording
+    from realtime.recording import GAP, MARKERS_LOST, SegmentWriter, assemble, complete_parts, parts_dir, recover
+
+    sfreq, chans = 100.0, ChannelSet(["C3", "C4"], ["eeg", "eeg"])
+    x = np.vstack([np.arange(300), -np.arange(300)]) * 1e-6
+    ts = 1000.0 + np.arange(300) / sfreq
+    ts[200:] += 0.5  # 50 samples never arrived after sample 199
+    out = tmp_path / "rec.fif"
+    writer = SegmentWriter(out, chans, sfreq, epoch_utc=1.7e9, header={"markers": "mk"})
+    writer.append(x[:, :120], ts[:120])
+    assert writer.flush() == 120 and len(complete_parts(writer.parts)) == 1
+    writer.add_marker(ts[30] + 0.004, "left")
+    writer.add_event(ts[150], "markers_lost", 150)
+    writer.append(x[:, 120:250], ts[120:250])
+    writer.flush()
+    writer.add_event(ts[220], "markers_back", 220)
+    writer.add_marker(ts[240] - 0.003, "right")
+    writer.add_marker(ts[0] - 1.0, "early")  # before the first sample: dropped
+    writer.append(x[:, 250:], ts[250:])
+    writer.flush()
+    writer.close()
+    summary = assemble(writer.parts, out)
+    assert (summary.n_samples, summary.n_parts, summary.dropped_markers) == (300, 3, 1)
+    assert summary.markers == {"left": 1, "right": 1}
+    assert summary.gaps == [(1.99, 0.5)] and summary.markers_lost == [(1.5, 0.7)]
+    assert not parts_dir(out).exists()
+    back = load_recording(out)
+    np.testing.assert_allclose(back.data, x, rtol=1e-6, atol=1e-12)
+    ann = back.annotations
+    assert list(ann.description) == ["left", MARKERS_LOST, GAP, "right"]
+    np.testing.assert_allclose(ann.onset, [0.30, 1.5, 1.99, 2.40], atol=1e-6)  # float32 in the file
+    np.testing.assert_allclose(ann.duration, [0.0, 0.7, 0.02, 0.0], atol=1e-6)
+    import mne
+
+    assert mne.io.read_raw_fif(out, verbose="error").info["meas_date"].timestamp() == pytest.approx(1.7e9 + 1000.0)
+
+    # died after two flushes: the unflushed samples are lost, a torn marker line and a
+    # half-written segment are ignored
+    out = tmp_path / "died.fif"
+    writer = SegmentWriter(out, chans, sfreq, epoch_utc=0.0)
+    for a, b in ((0, 100), (100, 150)):
+        writer.append(x[:, a:b], ts[a:b])
+        writer.flush()
+    writer.add_marker(ts[120], "left")
+    writer.append(x[:, 150:200], ts[150:200])
+    writer.close()
+    with open(writer.parts / "markers.tsv", "a") as fh:
+        fh.write("1001.3")
+    (writer.parts / "part-00002.tmp_raw.fif").write_bytes(b"half")
+    summary = recover(out)
+    assert summary.recovered and (summary.n_samples, summary.n_parts) == (150, 2) and summary.markers == {"left": 1}
+    np.testing.assert_allclose(load_recording(out).data, x[:, :150], rtol=1e-6, atol=1e-12)
+    assert not parts_dir(out).exists()
+
+
 class _Source:
     """A headset-like outlet without channel meta-data, with explicit sample timestamps."""
 
@@ -386,6 +446,38 @@ def test_trial_order_balanced_seeded_and_bounded_runs():
     assert trial_order(["a", "b"], 20, 3) == trial_order(["a", "b"], 20, 3)
     assert trial_order(["a", "b"], 20, 3) != trial_order(["a", "b"], 20, 4)
     assert trial_order(["a", "b"], 5, 0, max_repeats=1) in (["a", "b"] * 5, ["b", "a"] * 5)
+
+
+def test_schedule_timing_markers_and_result():
+    """Every screen of a session and its start time; the cue's marker is its class."""
+    import dataclasses
+
+    from bci.paradigm import REST_MARKER, CalibrationConfig, CalibrationResult, build_schedule
+
+    cal = CalibrationConfig(classes=["left_hand", "right_hand"], trials_per_class=3, fixation=0.5, cue=1.0,
+                            rest=(0.5, 1.5), start_delay=2.0, seed=5)  # fmt: skip
+    schedule = build_schedule(cal)
+    steps = schedule.steps
+    assert (steps[0].state, steps[0].t, steps[-1].state) == ("ready", 0.0, "done")
+    trials = [steps[1 + 3 * i : 4 + 3 * i] for i in range(cal.n_trials)]
+    assert [tuple(s.state for s in t) for t in trials] == [("fixation", "cue", "rest")] * 6
+    assert trials[0][0].t == 2.0
+    for i, (fix, cue, rest) in enumerate(trials):
+        assert cue.t - fix.t == pytest.approx(0.5) and rest.t - cue.t == pytest.approx(1.0)
+        assert (fix.marker, cue.marker, cue.cls, rest.marker) == (None, schedule.order[i], schedule.order[i], REST_MARKER)
+        assert fix.trial == cue.trial == rest.trial == i
+        following = trials[i + 1][0].t if i + 1 < len(trials) else steps[-1].t
+        assert 0.5 <= following - rest.t <= 1.5
+    assert sorted(schedule.order) == ["left_hand"] * 3 + ["right_hand"] * 3
+    assert cal.duration_range() == (14.0, 20.0) and 14.0 < schedule.duration < 20.0
+    assert cal.describe() == "6 trials (left_hand x3, right_hand x3), about 14-20 s"
+    assert build_schedule(cal) == schedule  # seeded: the same session every time
+    no_fixation = build_schedule(dataclasses.replace(cal, fixation=0.0, rest=(1.0, 1.0)))
+    assert [s.state for s in no_fixation.steps[1:5]] == ["cue", "rest", "cue", "rest"]
+    assert [s.t for s in no_fixation.steps[1:5]] == [2.0, 3.0, 4.0, 5.0]
+    recording = type("Summary", (), {"markers": {"left_hand": 3, "right_hand": 2, "rest": 5}})()
+    result = CalibrationResult.of_session(cal, schedule, "x.fif", shown=6, aborted=False, recording=recording)
+    assert (result.path, result.trials_shown, result.trials_planned, result.order) == ("x.fif", 6, 6, schedule.order)
 
 
 def test_calibration_config_errors(tmp_path):
