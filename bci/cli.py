@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from .errors import BCIError, StreamError
 
@@ -175,8 +176,6 @@ def cmd_calibrate(args) -> int:
 
 def cmd_replay(args) -> int:
     """``bci replay FILE [--name NAME] [--speed X] [--loop]``: play until the end or Ctrl-C."""
-    from pathlib import Path
-
     from realtime import quiet_liblsl, stop_signals_interrupt
     from realtime.replay import Replay
 
