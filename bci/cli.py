@@ -47,20 +47,14 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from .config import load_config
-    from .evaluate import evaluate
+    from .evaluate import evaluate, summary_text
 
     cfg = load_config(args.config)
     out = Path(args.out or Path("results") / Path(args.config).stem)
-    if (cfg.get("evaluation") or {}).get("kind") == "seizure":  # Bonn segments + Malow events
-        from .seizure import evaluate_seizure, summary_text
-
-        print(summary_text(evaluate_seizure(cfg, out, progress=not args.no_progress)))
-        print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and {out / 'malow_trend.png'}")
-        return 0
     frame = evaluate(cfg, out, subjects=args.subjects, progress=not args.no_progress, cluster=args.cluster)
-    summary = frame.groupby("pipeline").score.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
-    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and plots")
+    print(summary_text(frame))
+    plots = "malow_trend.png" if (cfg.get("evaluation") or {}).get("kind") == "seizure" else "plots"
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and {plots if plots == 'plots' else out / plots}")
     return 0
 
 

@@ -24,14 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 from sklearn.metrics import accuracy_score, get_scorer
 from sklearn.model_selection import BaseCrossValidator
+
+from pipelines.registry import fill_unset, load_pipelines
 
 from .config import Config
 from .datasets import get_dataset, load_subject_data
 from .errors import ConfigError, DataError
-from .report import short_param_names, write_report
+from .report import ResultsFile, short_param_names, write_report
+from .seizure import evaluate_seizure
+from .seizure import summary_text as seizure_summary_text
 
 log = logging.getLogger(__name__)
 
@@ -157,23 +161,6 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
-def fill_unset(estimator: BaseEstimator, *, seed: int, sfreq: float, scoring: str | None = None) -> BaseEstimator:
-    """Set unset ``random_state``/``seed`` (and shuffled inner CV splits) to ``seed``, ``sfreq`` to the
-    data's rate and, when given, unset ``scoring`` (inner searches) to the evaluation's scoring."""
-    update = {}
-    for key, value in estimator.get_params(deep=True).items():
-        leaf = key.split("__")[-1]
-        if value is None and (leaf in ("random_state", "seed")):
-            update[key] = seed
-        elif value is None and leaf == "sfreq":
-            update[key] = sfreq
-        elif value is None and leaf == "scoring" and scoring is not None:
-            update[key] = scoring
-        elif leaf == "cv" and getattr(value, "shuffle", False) and value.random_state is None:
-            update[key] = type(value)(n_splits=value.n_splits, shuffle=True, random_state=seed)
-    return estimator.set_params(**update) if update else estimator
-
-
 def _group_fit_params(estimator, groups: np.ndarray) -> dict:
     """``step__groups`` for the pipeline steps whose fit takes groups (alignment per session/run)."""
     import inspect
@@ -219,70 +206,6 @@ def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float
     ]  # fmt: skip
 
 
-class ResultsFile:
-    """``results.csv`` written row by row; knows which cells are finished."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.done: set[tuple[str, str, str]] = set()
-        if path.exists() and path.stat().st_size > 0:
-            old = pd.read_csv(path)
-            self.done = {(str(d), str(s), str(p)) for d, s, p in zip(old.dataset, old.subject, old.pipeline)}
-
-    def finished(self, dataset: str, subject, pipeline: str) -> bool:
-        return (dataset, str(subject), pipeline) in self.done
-
-    def append(self, rows: list[dict]) -> None:
-        """Append the rows of newly finished cells; rows of a cell already in the file are
-        dropped (a cell retried on another worker, or finished by another run, is written once)."""
-        rows = [r for r in rows if (r["dataset"], str(r["subject"]), r["pipeline"]) not in self.done]
-        if not rows:
-            return
-        frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            header = pd.read_csv(self.path, nrows=0).columns.tolist()
-            if header != RESULT_COLUMNS:  # written by another version: rewrite with today's columns
-                frame = pd.concat([pd.read_csv(self.path), frame], ignore_index=True)[RESULT_COLUMNS]
-                frame.to_csv(self.path, index=False)
-            else:
-                frame.to_csv(self.path, mode="a", header=False, index=False)
-        else:
-            frame.to_csv(self.path, index=False)
-        for r in rows:
-            self.done.add((r["dataset"], str(r["subject"]), r["pipeline"]))
-
-    def reorder(self, keys: list[tuple[str, str, str]]) -> None:
-        """Rewrite the file with the rows of the cells ``keys`` (dataset, subject, pipeline)
-        last, in that order; other rows keep their place before them. The text of every
-        row is kept as written (no float re-formatting)."""
-        import csv
-
-        if not keys or not self.path.exists():
-            return
-        with open(self.path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader)
-            lines = list(reader)
-        at = [header.index(c) for c in ("dataset", "subject", "pipeline")]
-        wanted = set(keys)
-        by_key: dict[tuple, list] = {}
-        kept = []
-        for line in lines:
-            key = tuple(line[a] for a in at)
-            (by_key.setdefault(key, []) if key in wanted else kept).append(line)
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(kept)
-            for key in keys:
-                writer.writerows(by_key.get(key, []))
-        os.replace(tmp, self.path)
-
-    def read(self) -> pd.DataFrame:
-        return pd.read_csv(self.path) if self.path.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
-
-
 def build_paradigm(cfg: Config):
     import moabb.paradigms as mp
 
@@ -298,8 +221,6 @@ def build_paradigm(cfg: Config):
 
 def plan(cfg: Config, subjects_override: list[int] | None = None):
     """Resolve datasets, subjects, paradigm, pipelines and evaluation before any long work."""
-    from pipelines.registry import load_pipelines
-
     mne_data = (cfg.get("data") or {}).get("mne_data")
     if mne_data and not os.environ.get("MNE_DATA"):
         os.environ["MNE_DATA"] = str(cfg.resolve_path(mne_data))
@@ -363,6 +284,14 @@ def cell_rows(dataset_code: str, name: str, pipeline, data: SubjectData, kind: s
     return rows
 
 
+def summary_text(frame: pd.DataFrame) -> str:
+    """The console summary of ``bci evaluate``: mean score per pipeline, or the seizure tables."""
+    if len(frame) and (frame.evaluation == "seizure").all():
+        return seizure_summary_text(frame)
+    summary = frame.groupby("pipeline").score.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
+    return summary.to_string(float_format=lambda v: f"{v:.3f}")
+
+
 def evaluate(
     cfg: Config,
     out_dir: str | Path,
@@ -372,11 +301,16 @@ def evaluate(
 ) -> pd.DataFrame:
     """Run the evaluation the config describes; writes results.csv, summary.md, plots.
 
-    ``cluster``: ``None`` runs the cells here, one after the other; ``"local:N"`` (N
-    worker processes on this machine) or a scheduler address (``"tcp://host:8786"``)
-    runs them as Dask futures (see :func:`run_on_cluster`) with the same rows and
-    scores.
+    ``evaluation.kind: seizure`` is :func:`bci.seizure.evaluate_seizure` (Bonn segments and
+    continuous recordings); every other kind runs MOABB-style cells here. ``cluster``:
+    ``None`` runs the cells here, one after the other; ``"local:N"`` (N worker processes on
+    this machine) or a scheduler address (``"tcp://host:8786"``) runs them as Dask futures
+    (see :func:`run_on_cluster`) with the same rows and scores.
     """
+    if (cfg.get("evaluation") or {}).get("kind") == "seizure":
+        if subjects or cluster:
+            raise ConfigError("--subjects and --cluster apply to MOABB evaluations; the seizure evaluation runs Bonn and its recordings here")
+        return evaluate_seizure(cfg, out_dir, progress=progress)
     from tqdm.auto import tqdm
 
     import mne
@@ -387,7 +321,7 @@ def evaluate(
     paradigm, pipelines, jobs = plan(cfg, subjects)
     kind, ev_params, seed = cfg["evaluation"]["kind"], cfg["evaluation"].get("params", {}), cfg["seed"]
     scoring = cfg["evaluation"].get("scoring") or paradigm.scoring
-    results = ResultsFile(out / "results.csv")
+    results = ResultsFile(out / "results.csv", RESULT_COLUMNS)
     (out / "config.json").write_text(json.dumps({**cfg, "seed": seed}, indent=2, default=str))
     todo_cells = []
     for dataset, subject_list in jobs:

@@ -1,4 +1,5 @@
-"""Evaluation reports: summary.md (tables, paired statistics) and PNG plots.
+"""Evaluation results and reports: results.csv (:class:`ResultsFile`), summary.md (tables,
+paired statistics) and PNG plots.
 
 Statistics are MOABB's (:func:`moabb.analysis.meta_analysis.compute_dataset_statistics`:
 paired permutation tests under 20 subjects, Wilcoxon above, and standardised mean
@@ -10,13 +11,98 @@ there is none.
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 BASELINE_PREFIXES = ("moabb:", "braindecode:")
+
+
+class ResultsFile:
+    """A results table (CSV) written cell by cell: the one writer of every evaluation.
+
+    A *cell* is the rows sharing the values of the ``key`` columns (default: dataset,
+    subject, pipeline); :meth:`finished` says whether a cell is in the file, so a
+    re-run resumes where the last one stopped.
+    """
+
+    def __init__(self, path: Path, columns: list[str], key: tuple[str, ...] = ("dataset", "subject", "pipeline")):
+        self.path, self.columns, self.key = Path(path), list(columns), tuple(key)
+        self.done: set[tuple[str, ...]] = set()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            old = pd.read_csv(self.path, dtype=str, keep_default_na=False)
+            self.done = set(zip(*(old[k] for k in self.key)))
+
+    def _key(self, row: dict) -> tuple[str, ...]:
+        return tuple(str(row[k]) for k in self.key)
+
+    def finished(self, *values) -> bool:
+        return tuple(map(str, values)) in self.done
+
+    def append(self, rows: list[dict]) -> None:
+        """Append the rows of newly finished cells; rows of a cell already in the file are
+        dropped (a cell retried on another worker, or finished by another run, is written once)."""
+        rows = [r for r in rows if self._key(r) not in self.done]
+        if not rows:
+            return
+        frame = pd.DataFrame(rows, columns=self.columns)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            header = pd.read_csv(self.path, nrows=0).columns.tolist()
+            if header != self.columns:  # written by another version: rewrite with today's columns
+                frame = pd.concat([pd.read_csv(self.path), frame], ignore_index=True)[self.columns]
+                frame.to_csv(self.path, index=False)
+            else:
+                frame.to_csv(self.path, mode="a", header=False, index=False)
+        else:
+            frame.to_csv(self.path, index=False)
+        self.done |= {self._key(r) for r in rows}
+
+    def clear(self) -> None:
+        """Forget every cell and delete the file (a run of another configuration)."""
+        self.path.unlink(missing_ok=True)
+        self.done = set()
+
+    def remove(self, **match) -> None:
+        """Delete the rows whose columns have the given values (cells to compute again)."""
+        if not self.path.exists():
+            return
+        frame = pd.read_csv(self.path, dtype=str, keep_default_na=False)
+        gone = np.logical_and.reduce([frame[c] == str(v) for c, v in match.items()])
+        self.done -= set(zip(*(frame[gone][k] for k in self.key)))
+        pd.read_csv(self.path)[~gone].to_csv(self.path, index=False)
+
+    def reorder(self, keys: list[tuple[str, str, str]]) -> None:
+        """Rewrite the file with the rows of the cells ``keys`` (values of the key columns)
+        last, in that order; other rows keep their place before them. The text of every
+        row is kept as written (no float re-formatting)."""
+        if not keys or not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            lines = list(reader)
+        at = [header.index(c) for c in self.key]
+        wanted = set(keys)
+        by_key: dict[tuple, list] = {}
+        kept = []
+        for line in lines:
+            key = tuple(line[a] for a in at)
+            (by_key.setdefault(key, []) if key in wanted else kept).append(line)
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(kept)
+            for key in keys:
+                writer.writerows(by_key.get(key, []))
+        os.replace(tmp, self.path)
+
+    def read(self) -> pd.DataFrame:
+        return pd.read_csv(self.path) if self.path.exists() else pd.DataFrame(columns=self.columns)
 
 
 def short_param_names(params: dict) -> dict:

@@ -51,7 +51,7 @@ from sklearn.model_selection import (
 from tqdm.auto import tqdm
 
 from pipelines.alignment import euclidean_alignment
-from pipelines.registry import load_pipelines
+from pipelines.registry import fill_unset, load_pipelines
 from pipelines.selection import default_scoring
 
 from .alarm import TARGET_FP_PER_24H, AlarmRule, operating_point
@@ -59,7 +59,7 @@ from .channels import CONTRACTS, DATA_TYPES, ChannelSet
 from .config import Config, check_keys, load_config
 from .datasets import get_dataset
 from .errors import DataError
-from .evaluate import _group_fit_params, chosen_params, fill_unset
+from .evaluate import _group_fit_params, chosen_params
 from .io import Recording, load_recording
 from .model import TrainedModel, inferred_contract
 from .preprocess import Preprocessor, TrainingData, epochs_from_annotations

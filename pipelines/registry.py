@@ -13,7 +13,7 @@ the file's parameters). MOABB's nested Keras ``optimizer``/``callbacks`` compone
 not supported. A ``param_grid`` wraps the pipeline in a
 :class:`~sklearn.model_selection.GridSearchCV` as MOABB's evaluations do: a shuffled
 stratified inner 3-fold split and the evaluation's scoring (``bci evaluate`` fills the
-seed and the scoring in).
+seed and the scoring in: :func:`fill_unset`).
 """
 
 from __future__ import annotations
@@ -153,3 +153,20 @@ def load_pipelines(entries: list, cfg=None) -> dict:
             raise ConfigError(f"{path}: pipeline name {spec['name']!r} is used twice")
         out[spec["name"]] = build_pipeline(spec, path)
     return out
+
+
+def fill_unset(estimator: BaseEstimator, *, seed: int, sfreq: float, scoring: str | None = None) -> BaseEstimator:
+    """Set unset ``random_state``/``seed`` (and shuffled inner CV splits) to ``seed``, ``sfreq`` to the
+    data's rate and, when given, unset ``scoring`` (inner searches) to the evaluation's scoring."""
+    update = {}
+    for key, value in estimator.get_params(deep=True).items():
+        leaf = key.split("__")[-1]
+        if value is None and (leaf in ("random_state", "seed")):
+            update[key] = seed
+        elif value is None and leaf == "sfreq":
+            update[key] = sfreq
+        elif value is None and leaf == "scoring" and scoring is not None:
+            update[key] = scoring
+        elif leaf == "cv" and getattr(value, "shuffle", False) and value.random_state is None:
+            update[key] = type(value)(n_splits=value.n_splits, shuffle=True, random_state=seed)
+    return estimator.set_params(**update) if update else estimator

@@ -146,7 +146,7 @@ def test_seed_makes_training_deterministic():
 
 def test_evaluation_seed_reaches_the_network():
     """An unset seed is the config's in bci evaluate/train; standalone, one is drawn and kept."""
-    from bci.evaluate import fill_unset
+    from pipelines.registry import fill_unset
 
     X, y = _synthetic_task(n_trials=32, n_chans=4, n_times=125)
     assert fill_unset(make_deep_pipeline("DBConformer"), seed=7, sfreq=125.0).seed == 7

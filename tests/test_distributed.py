@@ -29,7 +29,8 @@ import yaml
 
 from bci.config import Config, validate
 from bci.errors import ConfigError
-from bci.evaluate import RESULT_COLUMNS, THREAD_ENV, ResultsFile, evaluate, parse_cluster
+from bci.evaluate import RESULT_COLUMNS, THREAD_ENV, evaluate, parse_cluster
+from bci.report import ResultsFile
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ["time", "fit_time", "predict_time"]  # wall-clock columns: differ run to run
@@ -69,11 +70,11 @@ def test_results_file_writes_a_cell_once_and_reorders(tmp_path):
         return [{**dict.fromkeys(RESULT_COLUMNS, ""), "dataset": "D", "subject": subject, "session": "s",
                  "pipeline": pipeline, "score": score}]  # fmt: skip
 
-    results = ResultsFile(tmp_path / "results.csv")
+    results = ResultsFile(tmp_path / "results.csv", RESULT_COLUMNS)
     results.append(rows(2, "B", 0.5))
     results.append(rows(1, "A", 0.75))
     results.append(rows(2, "B", 0.9))  # the same cell again (a retried task): dropped
-    again = ResultsFile(tmp_path / "results.csv")  # a resumed run knows both cells
+    again = ResultsFile(tmp_path / "results.csv", RESULT_COLUMNS)  # a resumed run knows both cells
     assert again.finished("D", 1, "A") and again.finished("D", 2, "B")
     again.append(rows(1, "A", 0.1))
     frame = again.read()

@@ -58,7 +58,8 @@ def test_cross_session_holdout_on_bci_iv_2b(tmp_path, data_dir):
     assert frame.groupby("pipeline").fit_time.nunique().eq(1).all()
     assert (tmp_path / "o" / "sessions.png").stat().st_size > 0
     # test-time re-centering sees one session at a time: session 4 alone gives its row
-    from bci.evaluate import SubjectData, _group_fit_params, _load, fill_unset, plan
+    from bci.evaluate import SubjectData, _group_fit_params, _load, plan
+    from pipelines.registry import fill_unset
 
     paradigm, pipelines, [(dataset, _)] = plan(cfg)
     data = SubjectData.prepare(paradigm, dataset, *_load(paradigm, dataset, [1]), "cross_session",
@@ -179,7 +180,7 @@ def test_summary_of_a_partial_run(tmp_path):
 def test_param_grid_searched_as_moabb_does():
     """A MOABB-format param_grid gets MOABB's inner search: 3 shuffled stratified folds seeded
     by the evaluation, and the evaluation's scoring (so does our ACM grid)."""
-    from bci.evaluate import fill_unset
+    from pipelines.registry import fill_unset
     from pipelines.registry import load_pipelines
 
     pipes = load_pipelines(["moabb_acm_grid", "acm_ts_svm_grid"])
