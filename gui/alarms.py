@@ -18,16 +18,6 @@ from .eventlog import EventLog
 
 
 @dataclass
-class Decision:
-    """One detector output: stream time (s) of the window's end and its probability."""
-
-    t_s: float
-    probability: float
-    channel_weights: dict | None = None  # channel name -> contribution (any scale)
-    latency_ms: float | None = None
-
-
-@dataclass
 class Alarm:
     """An alarm as logged (``id`` is its event-log id) and shown until acknowledged."""
 
@@ -77,15 +67,16 @@ class AlarmMonitor:
         self.last_weights: dict | None = None
         self.n_decisions = 0
 
-    def process(self, decision: Decision) -> Alarm | None:
-        """Run the rule on one decision (decoder thread); logs and returns a new alarm."""
+    def process(self, t_s: float, probability: float, channel_weights: dict | None = None) -> Alarm | None:
+        """Run the rule on one decision (decoder thread): the stream time (s) of its window's end,
+        its probability and, if the model gives them, each channel's contribution (any scale).
+        Logs and returns a new alarm."""
         with self._lock:
-            raised = [e for e in self.rule.update(decision.t_s, decision.probability, decision.channel_weights)
-                      if e["event"] == "alarm"]  # fmt: skip
+            raised = [e for e in self.rule.update(t_s, probability, channel_weights) if e["event"] == "alarm"]
             self.n_decisions += 1
-            self._new_decisions.append((decision.t_s, decision.probability, self.rule.smoothed))
-            if decision.channel_weights:
-                self.last_weights = dict(decision.channel_weights)
+            self._new_decisions.append((t_s, probability, self.rule.smoothed))
+            if channel_weights:
+                self.last_weights = dict(channel_weights)
             if not raised:
                 return None
             fields = {**raised[0], "threshold": self.rule.threshold, "duration_s": self.rule.duration_s}

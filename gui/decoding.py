@@ -26,7 +26,7 @@ import numpy as np
 
 from bci.errors import StreamError
 
-from .alarms import AlarmMonitor, Decision
+from .alarms import AlarmMonitor
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class DetectorThread:
                 w = self.model.channel_weights(window[None])
                 if w is not None:
                     weights = dict(zip(self.model.channels, np.asarray(w[0], float).tolist()))
-            self.monitor.process(Decision(t_s, float(d.proba[self.column]), weights, d.latency_s * 1e3))
+            self.monitor.process(t_s, float(d.proba[self.column]), weights)
         except Exception as exc:
             with self._lock:
                 if self.error is None:

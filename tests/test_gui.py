@@ -122,13 +122,13 @@ def test_event_log_is_durable_wal_and_exports_csv(tmp_path):
 # --------------------------------------------------------------------- alarm rule
 def test_alarm_monitor_logs_each_alarm_in_the_deciding_thread(tmp_path):
     from bci.alarm import AlarmRule
-    from gui.alarms import AlarmMonitor, Decision
+    from gui.alarms import AlarmMonitor
     from gui.eventlog import EventLog
 
     # the monitor logs each alarm (in the caller's thread) before the GUI sees it
     log = EventLog(tmp_path / "e.sqlite")
     mon = AlarmMonitor(AlarmRule(0.5, 1.0, 0.0), log)
-    worker = threading.Thread(target=lambda: [mon.process(Decision(i * 0.25, 0.9 if i % 40 >= 20 else 0.0)) for i in range(200)])
+    worker = threading.Thread(target=lambda: [mon.process(i * 0.25, 0.9 if i % 40 >= 20 else 0.0) for i in range(200)])
     worker.start()
     worker.join(10)
     assert not worker.is_alive()
@@ -315,7 +315,6 @@ def test_trace_view_with_139_channel_ieeg(qapp, data_dir):
 
 # ------------------------------------------------------ the window on a real replay
 def test_dashboard_replays_malow_raises_logs_and_acknowledges_alarm(qapp, malow, tmp_path):
-    from gui.alarms import Decision
     from gui.app import Session
     from gui.eventlog import EventLog
 
@@ -337,7 +336,7 @@ def test_dashboard_replays_malow_raises_logs_and_acknowledges_alarm(qapp, malow,
         t_end = w.traces.latest_s
         def detector():
             for i in range(40):
-                w.monitor.process(Decision(t_end - 10 + i * 0.25, 0.05 if i < 8 else 0.92, {"T7-P7": 2.0, "F7-T7": 1.0, "Fz-Cz": 0.1}))
+                w.monitor.process(t_end - 10 + i * 0.25, 0.05 if i < 8 else 0.92, {"T7-P7": 2.0, "F7-T7": 1.0, "Fz-Cz": 0.1})
         worker = threading.Thread(target=detector)
         worker.start()
         worker.join(10)  # the GUI thread is busy (blocked here): the alarm is in SQLite all the same
