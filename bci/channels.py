@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import mne
 import numpy as np
 
 from .errors import DataError
@@ -34,7 +35,6 @@ _SUFFIX = re.compile(r"[-_ ]?(REF|LE|AVG|AR|A1|A2|M1|M2)$", re.IGNORECASE)
 @lru_cache(maxsize=1)
 def _standard_positions() -> dict[str, np.ndarray]:
     """Electrode positions (metres, head frame) of MNE's standard 10-05 montage."""
-    import mne
 
     # MNE 1.13 renamed "standard_1005" (same positions) to "colin27_1005".
     name = "colin27_1005" if "colin27_1005" in mne.channels.get_builtin_montages() else "standard_1005"
@@ -153,7 +153,6 @@ class ChannelSet:
 
     def to_info(self, sfreq: float):
         """An :class:`mne.Info` with these channels, types and known positions."""
-        import mne
 
         info = mne.create_info(list(self.names), float(sfreq), list(self.types))
         if self.positions:
@@ -203,7 +202,6 @@ class ChannelContract:
     """Which channels a model reads: its channel contract, saved with it.
 
     ``kind``:
-
     - ``"fixed"``: these channels in this order (the model's ``input_channels``; a
       recording is mapped onto them, missing ones interpolated where positions allow);
     - ``"any"``: every data channel of the recording (types :data:`DATA_TYPES`), any
@@ -301,7 +299,6 @@ class ChannelMapping:
         Interpolation is linear, so interpolating an identity signal with
         :meth:`mne.io.Raw.interpolate_bads` yields the operator itself.
         """
-        import mne
 
         usable = [n for n in self.picked if n in self.source.positions]
         names = usable + self.interpolated

@@ -44,8 +44,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from pathlib import Path
-
     from .config import load_config
     from .evaluate import evaluate, summary_text
 
@@ -53,8 +51,8 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out or Path("results") / Path(args.config).stem)
     frame = evaluate(cfg, out, subjects=args.subjects, progress=not args.no_progress, cluster=args.cluster)
     print(summary_text(frame))
-    plots = "malow_trend.png" if (cfg.get("evaluation") or {}).get("kind") == "seizure" else "plots"
-    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and {plots if plots == 'plots' else out / plots}")
+    plots = out / "malow_trend.png" if (cfg.get("evaluation") or {}).get("kind") == "seizure" else "plots"
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and {plots}")
     return 0
 
 

@@ -23,24 +23,27 @@ cross-session evaluation on one's own calibration sessions.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from pathlib import Path
 
+import mne
+import moabb.datasets as mds
 import numpy as np
+from mne import get_config
+from moabb.datasets.base import BaseDataset
+from moabb.datasets.utils import dataset_list
 
 from .errors import ConfigError, DataError
+from .io import load_recording
 
 os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
 
 
 def _moabb_dataset_class(name: str):
-    import moabb.datasets as mds
-
     cls = getattr(mds, name, None)
     if cls is None or not isinstance(cls, type):
-        from moabb.datasets.utils import dataset_list
-
         known = sorted(d.__name__ for d in dataset_list)
         close = [k for k in known if k.lower().startswith(name.lower()[:4])]
         hint = f" (did you mean {', '.join(close[:5])}?)" if close else ""
@@ -81,7 +84,6 @@ def load_subject_data(paradigm, dataset, subject: int, **kwargs):
     try:
         return paradigm.get_data(dataset, [subject], **kwargs)
     except (OSError, ConnectionError) as exc:  # requests' ConnectionError is an OSError
-        from mne import get_config
 
         where = get_config("MNE_DATA") or "~/mne_data"
         raise DataError(
@@ -104,7 +106,6 @@ def local_epochs(path, classes=None, paradigm="imagery", unit_factor=1e-6, code=
     unit_factor : float
         Factor from the file's units to volts (``1e-6`` when the file is in microvolts).
     """
-    from moabb.datasets.base import BaseDataset
 
     folder = Path(path)
     if not folder.is_dir():
@@ -159,9 +160,6 @@ def local_recordings(path, events, interval, paradigm="imagery", code="LocalReco
     interval : [start, end]
         Trial window in seconds after each event onset.
     """
-    import glob
-
-    from .io import load_recording
 
     patterns = [path] if isinstance(path, (str, Path)) else list(path)
     files = [Path(f) for p in patterns for f in (sorted(glob.glob(str(p))) or [str(p)])]
@@ -172,7 +170,6 @@ def local_recordings(path, events, interval, paradigm="imagery", code="LocalReco
         raise ConfigError(f"LocalRecordings: events must map annotation names to classes, found {events!r}")
     classes = sorted(set(map(str, events.values())))
     codes = {name: i + 1 for i, name in enumerate(classes)}
-    from moabb.datasets.base import BaseDataset
 
     class _LocalRecordings(BaseDataset):
         __doc__ = f"Recordings {', '.join(f.name for f in files)} (built by bci.datasets.local_recordings)."
@@ -230,7 +227,6 @@ def _read_npz(path: Path, classes: dict[int, str]) -> dict:
 
 def _subject_raws(arrays: dict, unit_factor: float) -> dict:
     """One MNE Raw per session: mirror-padded trials and a stim channel at each onset."""
-    import mne
 
     X, y, session = arrays["X"], arrays["y"], arrays["session"]
     sfreq = float(arrays["sfreq"])

@@ -14,19 +14,30 @@ cell finishes, and a re-run skips finished cells.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
+import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
+import mne
+import moabb.paradigms as mp
 import numpy as np
 import pandas as pd
+import torch
+from dask.distributed import Client, LocalCluster, as_completed
+from moabb.evaluations.splitters import CrossSessionSplitter, CrossSubjectSplitter, WithinSessionSplitter
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, get_scorer
 from sklearn.model_selection import BaseCrossValidator
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from pipelines.registry import fill_unset, load_pipelines
 
@@ -99,7 +110,6 @@ class Split:
 
 def make_splits(kind: str, params: dict, y: np.ndarray, meta: pd.DataFrame, seed: int) -> list[Split]:
     """Train/test index splits of one subject's (or, cross-subject, all) trials."""
-    from moabb.evaluations.splitters import CrossSessionSplitter, CrossSubjectSplitter, WithinSessionSplitter
 
     meta = meta.reset_index(drop=True)
     splits = []
@@ -163,7 +173,6 @@ def _plain(value):
 
 def _group_fit_params(estimator, groups: np.ndarray) -> dict:
     """``step__groups`` for the pipeline steps whose fit takes groups (alignment per session/run)."""
-    import inspect
 
     params = {}
     for name, step in getattr(estimator, "steps", []):
@@ -207,8 +216,6 @@ def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float
 
 
 def build_paradigm(cfg: Config):
-    import moabb.paradigms as mp
-
     spec = cfg.get("paradigm") or {"name": "LeftRightImagery", "params": {}}
     cls = getattr(mp, spec["name"], None)
     if cls is None or not isinstance(cls, type):
@@ -311,9 +318,6 @@ def evaluate(
         if subjects or cluster:
             raise ConfigError("--subjects and --cluster apply to MOABB evaluations; the seizure evaluation runs Bonn and its recordings here")
         return evaluate_seizure(cfg, out_dir, progress=progress)
-    from tqdm.auto import tqdm
-
-    import mne
 
     mne.set_log_level("ERROR")
     out = Path(out_dir)
@@ -383,8 +387,6 @@ def parse_cluster(spec: str) -> tuple[str, int | str]:
 
 def _connect(spec: str):
     """A Dask client (and the LocalCluster it owns, if any) for ``spec``."""
-    import dask
-    from dask.distributed import Client, LocalCluster
 
     kind, value = parse_cluster(spec)
     if kind == "local":
@@ -415,21 +417,14 @@ def _pin_worker_threads(mne_data: str | None) -> None:
     LocalCluster workers get :data:`THREAD_ENV` at spawn; workers of an existing
     cluster may not, so the pools already loaded are limited here too.
     """
-    import sys
-
-    from threadpoolctl import threadpool_limits
 
     for key, value in THREAD_ENV.items():
         os.environ.setdefault(key, value)
     if mne_data and not os.environ.get("MNE_DATA"):
         os.environ["MNE_DATA"] = mne_data
     threadpool_limits(limits=1)
-    if "torch" in sys.modules:
-        import torch
-
-        if torch.get_num_threads() != 1:
-            torch.set_num_threads(1)
-    import mne
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
     mne.set_log_level("ERROR")
 
@@ -458,10 +453,6 @@ def run_on_cluster(spec: str, paradigm, cells, results: ResultsFile, *, kind, ev
     rows of this run are put in the serial order, so a fresh run writes the same
     results.csv as the serial path.
     """
-    import uuid
-
-    from dask.distributed import as_completed
-    from tqdm.auto import tqdm
 
     mne_data = os.environ.get("MNE_DATA")
     client, cluster = _connect(spec)

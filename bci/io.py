@@ -27,7 +27,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mne
 import numpy as np
+from mne_bids import get_bids_path_from_fname, read_raw_bids
 
 from .channels import ChannelSet
 from .errors import DataError
@@ -59,8 +61,6 @@ class Recording:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        import mne
-
         self.data = np.asarray(self.data, dtype=np.float64)
         self.sfreq = float(self.sfreq)
         if self.data.ndim != 2:
@@ -97,7 +97,6 @@ class Recording:
 
     def to_raw(self):
         """An :class:`mne.io.RawArray` with these signals, channels and annotations."""
-        import mne
 
         raw = mne.io.RawArray(self.data, self.channels.to_info(self.sfreq), verbose="error")
         if self.annotations.orig_time is not None:  # annotations anchored to the recording start
@@ -270,11 +269,9 @@ def bids_channels_tsv(path: Path) -> Path | None:
 def _read_raw(path: Path):
     """MNE's reader; through mne-bids (channel types, bad channels, electrode positions
     from the sidecars) when a BIDS ``channels.tsv`` is beside the file."""
-    import mne
 
     if bids_channels_tsv(path) is None:
         return mne.io.read_raw(path, preload=True, verbose="warning", **_header_types(path))
-    from mne_bids import get_bids_path_from_fname, read_raw_bids
 
     return read_raw_bids(get_bids_path_from_fname(path), extra_params={"preload": True}, verbose="warning")
 

@@ -31,9 +31,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import skops.io as sio
+import torch
+from sklearn.pipeline import Pipeline
+
+from pipelines.deep import ANY_CHANNEL_COUNT, DeepClassifier
+from pipelines.seizure import PerChannel
 
 from .alarm import AlarmRule
 from .channels import ChannelContract, ChannelSet
+from .config import Config, validate_preprocessing
 from .errors import ConfigError, DataError, ModelError
 from .io import Recording, usable_signals
 from .predictor import StreamPredictor
@@ -76,8 +83,6 @@ TOP_CHANNELS = 3
 
 
 def _deep_class():
-    from pipelines.deep import DeepClassifier
-
     return DeepClassifier
 
 
@@ -92,8 +97,6 @@ def inferred_contract(estimator) -> ChannelContract:
     (:class:`pipelines.seizure.PerChannel`) and networks that take any channel count
     (``pipelines.deep.ANY_CHANNEL_COUNT``: MVPFormer, joint or channel-independent) as the
     whole pipeline; ``fixed`` for everything else."""
-    from pipelines.deep import ANY_CHANNEL_COUNT
-    from pipelines.seizure import PerChannel
 
     final = _final_estimator(estimator)
     alone = len(getattr(estimator, "steps", [None])) == 1
@@ -208,7 +211,6 @@ class TrainedModel:
         ``channel_proba`` method, e.g. ``pipelines.seizure.PerChannel``): each channel's
         own probability of the last class. Models without either give None.
         """
-        import torch
 
         final = _final_estimator(self.estimator)
         module = final.module_ if getattr(final, "net_", None) is not None else None
@@ -297,8 +299,6 @@ class TrainedModel:
     # --- persistence --------------------------------------------------------------
     def save(self, model_dir: str | Path) -> Path:
         """Write the model to ``model_dir`` (created if needed); returns the folder."""
-        import skops.io as sio
-        import torch
 
         out = Path(model_dir)
         try:
@@ -380,7 +380,6 @@ _META_FIELDS = {
 
 def _read_meta(folder: Path) -> dict:
     """``model.json`` parsed and checked key by key (one line names the first bad key)."""
-    from .config import Config, validate_preprocessing
 
     path = folder / META_FILE
     if not path.is_file():
@@ -433,7 +432,6 @@ def _short(value) -> str:
 
 def _load_weights(path: Path, deep_steps: list[str]) -> dict:
     """The deep steps' checkpoints (``torch.load(weights_only=True)``), checked against ``deep_steps``."""
-    import torch
 
     if not path.is_file():
         raise ModelError(f"{path.parent}: {WEIGHTS_FILE} is missing (model.json lists deep steps {deep_steps})")
@@ -480,7 +478,6 @@ def _json_default(value):
 
 def _split_deep(estimator) -> tuple[object | None, dict]:
     """Separate deep-network steps (saved as weights) from the scikit-learn part."""
-    from sklearn.pipeline import Pipeline
 
     deep = _deep_class()
     final = _final_estimator(estimator)
@@ -534,7 +531,6 @@ def _from_checkpoint(deep, name: str, checkpoint):
 
 def _load_skops(path: Path):
     """The estimator in ``path``; any type outside skops' defaults and :data:`TRUSTED_TYPES` is refused."""
-    import skops.io as sio
 
     try:
         types = sio.get_untrusted_types(file=path)

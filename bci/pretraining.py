@@ -11,7 +11,6 @@ rank 0 writes the checkpoints and logs.
 
 Config (YAML; top-level ``datasets`` are MOABB datasets read as continuous runs, as in
 ``bci train``)::
-
     seed: 0
     datasets: [{name: PhysionetMI, subjects: [1], params: {imagined: true}}]   # optional
     pretrain:
@@ -47,10 +46,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from mne.filter import resample
+
+from models.mvpformer import segment_samples
+from models.pretrain import STRATEGIES, pretrain
 
 from .channels import DATA_TYPES, ChannelSet
 from .config import Config, check_keys, load_config, validate_preprocessing
 from .errors import ConfigError, DataError
+from .preprocess import Preprocessor, sliding_windows
+from .training import training_recordings
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +129,6 @@ def validate_pretrain_section(cfg: Config) -> dict:
     out["n_negatives"] = _number(cfg, "n_negatives", out["n_negatives"], integer=True, minimum=1, allow_none=True)
     if out["lr"] <= 0 or out["temperature"] <= 0:
         raise cfg.error("pretrain.lr" if out["lr"] <= 0 else "pretrain.temperature", "expected a positive number")
-    from models.pretrain import STRATEGIES
 
     if out["strategy"] not in STRATEGIES:
         raise cfg.error("pretrain.strategy", f"expected one of {', '.join(STRATEGIES)}, found {out['strategy']!r}")
@@ -156,12 +162,6 @@ def _normalize(windows: np.ndarray, how: str) -> np.ndarray:
 
 def pretrain_windows(cfg: Config, section: dict) -> PretrainWindows:
     """Load, preprocess, resample and window every configured recording."""
-    from mne.filter import resample
-
-    from models.mvpformer import segment_samples
-
-    from .preprocess import Preprocessor, sliding_windows
-    from .training import training_recordings
 
     seg_len = segment_samples(section["sfreq"], section["segment_seconds"])
     window_s = section["window_segments"] * section["segment_seconds"]
@@ -195,14 +195,11 @@ def pretrain_windows(cfg: Config, section: dict) -> PretrainWindows:
 
 
 def _subset(channels, keep):
-
     return ChannelSet([channels.names[i] for i in keep], [channels.types[i] for i in keep], channels.positions)
 
 
 def _init_distributed(device_name: str):
     """Join torchrun's process group (if launched by torchrun); returns (rank, world, device)."""
-    import torch
-    import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     want_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
@@ -223,9 +220,6 @@ def _init_distributed(device_name: str):
 
 def run_pretrain(config, out_dir, *, progress: bool = True, resume: bool = True) -> dict:
     """Pretrain the configured MVPFormer into ``out_dir``; see the module docstring."""
-    import torch.distributed as dist
-
-    from models.pretrain import pretrain
 
     cfg = config if isinstance(config, Config) else load_config(config)
     section = validate_pretrain_section(cfg)

@@ -25,6 +25,8 @@ import threading
 import numpy as np
 
 from bci.errors import StreamError
+from realtime.decoder import Decoder, DecoderConfig
+from realtime.inlet import Inlet
 
 from .alarms import AlarmMonitor
 
@@ -46,8 +48,6 @@ class DetectorThread:
     """
 
     def __init__(self, model, feed, monitor: AlarmMonitor, event_log, config=None):
-        from realtime.decoder import Decoder, DecoderConfig
-
         self.model = model.bind(feed.channels)  # the stream's channels for an any-channel model
         self.model_name = model.name
         self.feed = feed
@@ -56,7 +56,6 @@ class DetectorThread:
         classes = [str(c) for c in model.classes]
         self.column = classes.index("seizure") if "seizure" in classes else len(classes) - 1
         self.positive = classes[self.column]
-        from realtime.inlet import Inlet
 
         if config is None:
             config = DecoderConfig.load(lost_after_s=feed.lost_after_s)

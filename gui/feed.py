@@ -32,6 +32,8 @@ import numpy as np
 import pylsl
 
 from bci.errors import StreamError
+from realtime.inlet import Inlet, StreamLost
+from realtime.replay import Replay
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,7 @@ class LslFeed:
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> LslFeed:
-        from realtime.inlet import Inlet
-
         if self.replay_source is not None:
-            from realtime.replay import Replay
-
             name = self.requested_name
             path = getattr(self.replay_source, "provenance", {}).get("path")
             if name is None and path:  # a Recording: name the stream after its file
@@ -168,8 +166,6 @@ class LslFeed:
                 log.exception("event listener failed on %s", kind)
 
     def _run(self) -> None:
-        from realtime.inlet import StreamLost
-
         inlet = self.inlet
         while not self._stop.is_set():
             now = time.monotonic()

@@ -16,10 +16,18 @@ The positive ("seizure") class is the *last* of the sorted class labels (e.g.
 from __future__ import annotations
 
 import numpy as np
+from pyriemann.tangentspace import TangentSpace
+from scipy.integrate import trapezoid
+from scipy.signal import welch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from bci.errors import ConfigError, DataError
+
+from .augmented import AugmentedCovariances
 
 __all__ = ["DEFAULT_BANDS", "SEIZURE_PIPELINES", "BandPower", "PerChannel", "combine_channels", "make_seizure_pipeline"]
 
@@ -76,9 +84,6 @@ class BandPower(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        from scipy.integrate import trapezoid
-        from scipy.signal import welch
-
         check_is_fitted(self, "bands_")
         X = _trials(X)
         if X.shape[1] != self.n_channels_:
@@ -200,12 +205,6 @@ def make_seizure_pipeline(name: str, *, combine="top3", sfreq=None, C: float = 1
     regression. ``C`` is the regularisation of the logistic regression; ``combine``
     how channels are combined on multi-channel input.
     """
-    from pyriemann.tangentspace import TangentSpace
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from .augmented import AugmentedCovariances
 
     lr = LogisticRegression(C=C, max_iter=2000, random_state=random_state)
     if name == "BP+LR":

@@ -1,8 +1,8 @@
 """The import structure: no file circles, and the ground layer imports nothing above it.
 
 Layers (README "Layout"; DESIGN.md 2b), imports pointing down only:
-ground (bci's errors, config, channels, io, preprocess, buffer, predictor, datasets, alarm, szcore, report,
-environment) <- pipelines / models / kernels / realtime transport / gui widgets <- the
+ground (bci's errors, config, channels, io, preprocess, buffer, predictor, paradigm, datasets, alarm, szcore,
+report, environment) <- pipelines / models / kernels / realtime transport / gui widgets <- the
 trained model and the application commands (bci's model, training, seizure, evaluate,
 pretraining) <- the CLI. Imports inside functions count as much as those at the top.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bci", "models", "kernels", "pipelines", "realtime", "gui", "benchmarks")
-GROUND = ("errors", "config", "channels", "io", "preprocess", "buffer", "predictor", "datasets", "alarm", "szcore", "report",
-          "environment")
+GROUND = ("errors", "config", "channels", "io", "preprocess", "buffer", "predictor", "paradigm", "datasets", "alarm", "szcore",
+          "report", "environment")
 ABOVE_GROUND = ("pipelines", "models", "kernels", "realtime", "gui", "benchmarks",
                 "bci.model", "bci.training", "bci.seizure", "bci.evaluate", "bci.pretraining", "bci.cli")  # fmt: skip
 
