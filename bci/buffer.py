@@ -13,6 +13,8 @@ window ending at sample ``i``" after later chunks arrived.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from bci.errors import DataError
@@ -48,10 +50,12 @@ class RingBuffer:
         self.arrivals = np.zeros(self.capacity) if times else None
         self.n_written = 0
         self._origin = 0  # index of the first sample written since the last clear
+        self._lock = threading.Lock()  # write and read may run in different threads (the dashboard)
 
     def clear(self, start: int = 0) -> None:
         """Forget every sample (the memory is kept); the next one written gets index ``start``."""
-        self.n_written = self._origin = int(start)
+        with self._lock:
+            self.n_written = self._origin = int(start)
 
     def __len__(self) -> int:
         """Number of samples currently held."""
@@ -74,17 +78,18 @@ class RingBuffer:
             raise DataError(f"ring buffer holds {self.n_channels} channels, got a chunk of {samples.shape[0]}")
         if n == 0:
             return
-        skip = max(0, n - self.capacity)
-        stop = self.n_written + n
-        start = self.n_written + skip
-        self._put(self.data, samples[:, skip:], start, stop)
-        if self.timestamps is not None:
-            self._put(self.timestamps, np.asarray(timestamps)[skip:], start, stop)
-            if np.ndim(arrival) == 0:
-                self._fill(self.arrivals, float(arrival), start, stop)
-            else:
-                self._put(self.arrivals, np.asarray(arrival)[skip:], start, stop)
-        self.n_written = stop
+        with self._lock:
+            skip = max(0, n - self.capacity)
+            stop = self.n_written + n
+            start = self.n_written + skip
+            self._put(self.data, samples[:, skip:], start, stop)
+            if self.timestamps is not None:
+                self._put(self.timestamps, np.asarray(timestamps)[skip:], start, stop)
+                if np.ndim(arrival) == 0:
+                    self._fill(self.arrivals, float(arrival), start, stop)
+                else:
+                    self._put(self.arrivals, np.asarray(arrival)[skip:], start, stop)
+            self.n_written = stop
 
     def _put(self, dest: np.ndarray, src: np.ndarray, start: int, stop: int) -> None:
         i, j = start % self.capacity, stop % self.capacity or self.capacity
@@ -125,6 +130,21 @@ class RingBuffer:
         """Samples ``stop - n .. stop`` as ``(n_channels, n)``, copied into ``out`` if given."""
         self._check_range(stop - n, stop)
         return self._take(self.data, stop - n, stop, out)
+
+    def read(self, start: int, stop: int, rows=None) -> np.ndarray:
+        """Samples ``start .. stop`` of ``rows`` (default all) as a new array; indices not held
+        (before the oldest, after the newest) come back as NaN. Safe beside a writing thread."""
+        start, stop = int(start), int(stop)
+        rows = slice(None) if rows is None else rows
+        out = np.full((self.data[rows, :1].shape[0], max(0, stop - start)), np.nan, dtype=self.data.dtype)
+        with self._lock:
+            lo, hi = max(start, self.first_index), min(stop, self.n_written)
+            if hi > lo:  # rows picked after the columns: never a copy of the whole buffer
+                i, n = lo % self.capacity, hi - lo
+                first = min(n, self.capacity - i)
+                out[:, lo - start : lo - start + first] = self.data[rows, i : i + first]
+                out[:, lo - start + first : hi - start] = self.data[rows, : n - first]
+        return out
 
     def latest(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
         """The newest ``n`` samples ``(n_channels, n)``."""

@@ -15,11 +15,11 @@ trace view rasterises those pairs (:mod:`gui.traces`).
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from bci.buffer import RingBuffer
 from bci.channels import DATA_TYPES, ChannelSet
 from bci.errors import ConfigError
 from bci.preprocess import DOUBLE_BANANA, Preprocessor, reference_matrix
@@ -92,62 +92,6 @@ def channel_groups(names: list[str], montage: str) -> dict[str, list[int]]:
     return groups
 
 
-class SampleRing:
-    """A fixed-capacity ``(n_channels, capacity)`` ring indexed by absolute sample number.
-
-    Thread-safe. ``end`` is the absolute index one past the newest sample and ``start``
-    the oldest still held.
-    """
-
-    def __init__(self, n_channels: int, capacity: int, dtype=np.float32):
-        self.capacity = int(capacity)
-        self.data = np.zeros((n_channels, self.capacity), dtype=dtype)
-        self.end = 0
-        self._lock = threading.Lock()
-
-    @property
-    def start(self) -> int:
-        return max(0, self.end - self.capacity)
-
-    def reset(self, end: int = 0) -> None:
-        with self._lock:
-            self.end = int(end)
-
-    def push(self, chunk: np.ndarray) -> None:
-        chunk = np.asarray(chunk)
-        n = chunk.shape[1]
-        if n == 0:
-            return
-        if n > self.capacity:
-            chunk, skipped = chunk[:, -self.capacity :], n - self.capacity
-        else:
-            skipped = 0
-        with self._lock:
-            pos = (self.end + skipped) % self.capacity
-            first = min(chunk.shape[1], self.capacity - pos)
-            self.data[:, pos : pos + first] = chunk[:, :first]
-            self.data[:, : chunk.shape[1] - first] = chunk[:, first:]
-            self.end += n
-
-    def read(self, start: int, stop: int, rows=None) -> np.ndarray:
-        """Samples ``[start, stop)``; indices outside what is held come back as NaN."""
-        start, stop = int(start), int(stop)
-        rows = slice(None) if rows is None else rows
-        n_rows = self.data[rows, :1].shape[0]
-        out = np.full((n_rows, max(0, stop - start)), np.nan, dtype=self.data.dtype)
-        with self._lock:
-            lo, hi = max(start, self.start), min(stop, self.end)
-            if hi <= lo:
-                return out
-            idx = np.arange(lo, hi) % self.capacity
-            p0 = idx[0]
-            if p0 + (hi - lo) <= self.capacity:
-                out[:, lo - start : hi - start] = self.data[rows, p0 : p0 + hi - lo]
-            else:
-                out[:, lo - start : hi - start] = self.data[rows][:, idx]
-        return out
-
-
 @dataclass
 class DisplaySettings:
     """What the user chose: montage and display filters (Hz; None = off)."""
@@ -191,7 +135,7 @@ class DisplayProcessor:
         self.settings = settings or DisplaySettings()
         self._pre: Preprocessor | None = None
         self.names: list[str] = []
-        self.ring: SampleRing | None = None
+        self.ring: RingBuffer | None = None  # display samples (microvolts), by absolute index
         self._baseline: np.ndarray | None = None
         self.version = 0  # bumped whenever held samples are replaced (settings change, reset)
         self._configure()
@@ -200,8 +144,8 @@ class DisplayProcessor:
         pre = self.settings.preprocessor(self.sfreq)
         names = pre.start(self.sfreq, self.channels)
         self._pre = pre
-        if self.ring is None or len(names) != self.ring.data.shape[0]:
-            self.ring = SampleRing(len(names), self.capacity)
+        if self.ring is None or len(names) != self.ring.n_channels:
+            self.ring = RingBuffer(len(names), self.capacity, dtype=np.float32, times=False)
         self.names = names
         self._baseline = None
 
@@ -221,7 +165,7 @@ class DisplayProcessor:
 
     def reset(self, start: int) -> None:
         """Forget the held samples; the next pushed sample has global index ``start``."""
-        self.ring.reset(start)
+        self.ring.clear(start)
         self.version += 1
 
     def push(self, chunk: np.ndarray) -> None:
@@ -236,9 +180,20 @@ class DisplayProcessor:
             if self._baseline is None:
                 self._baseline = chunk[:, :1].copy()
             chunk = chunk - self._baseline
-        self.ring.push((self._pre.step(chunk) * 1e6).astype(np.float32))
+        self.ring.write((self._pre.step(chunk) * 1e6).astype(np.float32))
+
+    @property
+    def start(self) -> int:
+        """Absolute index of the oldest display sample held."""
+        return self.ring.first_index
+
+    @property
+    def end(self) -> int:
+        """Absolute index one past the newest display sample."""
+        return self.ring.n_written
 
     def read(self, start: int, stop: int, rows=None) -> np.ndarray:
+        """Display samples ``[start, stop)`` (NaN where not held)."""
         return self.ring.read(start, stop, rows)
 
 
@@ -293,7 +248,7 @@ class Decimator:
             return minmax_decimate(processor.read(i0, i1, rows), i0, k)
         key = (k, processor.version, tuple(rows))
         # complete bins inside the page whose samples have all arrived (later ones are not cached)
-        b0, b1 = -(-i0 // k), min(i1, processor.ring.end) // k
+        b0, b1 = -(-i0 // k), min(i1, processor.end) // k
         if b1 <= b0:
             return minmax_decimate(processor.read(i0, i1, rows), i0, k)
         n_bins = b1 - b0

@@ -166,9 +166,9 @@ class SpectralArray(QtWidgets.QWidget):
     def update_from(self, processor) -> bool:
         """Add every column whose data have arrived (reads the processor's ring)."""
         step = int(round(self.step_s * self.sfreq))
-        end = processor.ring.end
+        end = processor.end
         if self.next_index is None:
-            self.next_index = max(self.nperseg, processor.ring.start + self.nperseg)
+            self.next_index = max(self.nperseg, processor.start + self.nperseg)
             self.next_index = int(np.ceil(self.next_index / step) * step)
         added = False
         rows = self.rows()

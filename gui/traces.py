@@ -54,7 +54,7 @@ def bin_extremes(decimator: Decimator, processor: DisplayProcessor, rows: list[i
     """
     lo = np.full((len(rows), b1 - b0), np.nan, np.float32)
     hi = lo.copy()
-    i0, i1 = b0 * k, min(b1 * k, processor.ring.end)
+    i0, i1 = b0 * k, min(b1 * k, processor.end)
     if i1 > i0:
         _, out = decimator.page(processor, rows, i0, i1, k)
         if k > 1:
@@ -132,7 +132,7 @@ class PageRaster:
             lo, hi = bin_extremes(decimator, processor, rows, a - 1, b, k)
             ink = rasterise(*column_spans(lo, hi, base, scale, height), height)
             self.image[:, np.arange(a, b) % capacity] = np.where(ink, INK, np.uint32(0))
-        self.valid = (c0, max(c0, min(c1, processor.ring.end // k)))
+        self.valid = (c0, max(c0, min(c1, processor.end // k)))
 
     def page(self, c0: int, c1: int) -> np.ndarray:
         """The ink of bins ``[c0, c1)`` in page order, ``(height, c1 - c0)`` bool."""
@@ -370,7 +370,7 @@ class TraceView(QtWidgets.QWidget):
 
     @property
     def end_index(self) -> int:
-        return self.processor.ring.end
+        return self.processor.end
 
     @property
     def latest_s(self) -> float:
@@ -416,7 +416,7 @@ class TraceView(QtWidgets.QWidget):
     def show_page_ending(self, t_s: float) -> None:
         """Review mode: show the page that ends at stream time ``t_s``."""
         self.set_live(False)
-        lo = self.processor.ring.start / self.sfreq + self.page_s
+        lo = self.processor.start / self.sfreq + self.page_s
         self.review_end_s = float(np.clip(t_s, min(lo, self.latest_s), self.latest_s))
         self._dirty = True
 
@@ -487,7 +487,8 @@ class TraceView(QtWidgets.QWidget):
             names = self.processor.names
             self.plot.getPlotItem().getAxis("left").setTicks([[(float(o), names[r]) for o, r in zip(offsets, rows)], []])
             self._last_key = key
-        self.vb.setRange(xRange=(t0, t1), yRange=(-height_mm, 0), padding=0, update=False)
+        self.vb.setRange(xRange=(t0, t1), yRange=(-height_mm, 0), padding=0)
+        self.vb.updateMatrix()  # now: left to the paint, the new transform would schedule a second paint of every frame
         self._draw_grid(t0, t1, height_mm)
         self._draw_scalebar(t1, height_mm, spacing)
         self._draw_marks(t0, t1)
@@ -536,7 +537,7 @@ class TraceView(QtWidgets.QWidget):
             line.hide()
 
     def _sync_hscroll(self, t1: float) -> None:
-        lo = int(round((self.processor.ring.start / self.sfreq + self.page_s) * 10))
+        lo = int(round((self.processor.start / self.sfreq + self.page_s) * 10))
         hi = max(lo, int(round(self.latest_s * 10)))
         self.hscroll.blockSignals(True)
         self.hscroll.setRange(min(lo, hi), hi)

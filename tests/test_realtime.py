@@ -91,6 +91,23 @@ def test_ring_buffer_wraps_without_growing():
         buf.window(40, 5)
 
 
+def test_ring_buffer_reads_any_range_with_nan_outside_and_restarts_at_an_index():
+    """The dashboard's use: samples without times, absolute indices, rows, NaN where nothing is held."""
+    buf = RingBuffer(4, 8, dtype=np.float32, times=False)
+    x = np.arange(4 * 13, dtype=np.float32).reshape(4, 13)
+    buf.write(x[:, :6])
+    buf.write(x[:, 6:13])  # wraps: holds 5..13
+    got = buf.read(3, 15, rows=[1, 3])
+    assert got.shape == (2, 12) and got.dtype == np.float32
+    assert np.isnan(got[:, :2]).all() and np.isnan(got[:, -2:]).all()
+    np.testing.assert_array_equal(got[:, 2:10], x[[1, 3], 5:13])
+    buf.clear(100)  # a reset display: the next sample is number 100, nothing older is held
+    assert len(buf) == 0 and buf.first_index == 100 and np.isnan(buf.read(95, 100)).all()
+    buf.write(x[:, :3])
+    np.testing.assert_array_equal(buf.read(100, 103), x[:, :3])
+    assert buf.n_written == 103
+
+
 def test_latency_percentiles_match_numpy_within_bin_width():
     rng = np.random.default_rng(0)
     values = rng.lognormal(np.log(3e-3), 0.5, 20000)
