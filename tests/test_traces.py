@@ -200,3 +200,34 @@ def qapp_traces():
     from gui.app import ensure_qapp
 
     return ensure_qapp(offscreen=True)
+
+
+def test_each_new_frame_is_painted_once(qapp_traces):
+    from PySide6 import QtCore
+
+    from gui.traces import TraceView
+
+    class Paints(QtCore.QObject):
+        n = 0
+
+        def eventFilter(self, obj, event):
+            Paints.n += event.type() == QtCore.QEvent.Paint
+            return False
+
+    view = TraceView(256.0, ChannelSet([f"c{i}" for i in range(8)]), 30.0, {"page_s": 10})
+    view.resize(900, 500)
+    view.show()
+    paints = Paints()
+    view.plot.viewport().installEventFilter(paints)
+    rng = np.random.default_rng(2)
+    view.push(rng.standard_normal((8, 3000)) * 20e-6)
+    for _ in range(5):
+        qapp_traces.processEvents()
+    for _ in range(20):  # the page scrolls: a new transform every frame, applied before the paint
+        view.push(rng.standard_normal((8, 8)) * 20e-6)
+        assert view.refresh()
+        Paints.n = 0
+        for _ in range(3):
+            qapp_traces.processEvents()
+        assert Paints.n == 1
+    view.close()
