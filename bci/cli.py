@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import BCIError, StreamError
 
-BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed", "device_check")
+BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed", "device_check", "adaptation")
 
 
 def parse_subjects(text: str) -> list[int]:
@@ -203,12 +203,12 @@ def cmd_stream(args) -> int:
 
     quiet_liblsl()
     stop_signals_interrupt()
-    config = DecoderConfig.load()
+    config = DecoderConfig.load(adapt=args.adapt, adapt_state=args.adapt_state)
     decoder = Decoder(args.model, args.source, config)
     decoder.open()
     m = decoder.model
     _say(f"decoding {decoder.inlet.describe()} with {m.name} ({', '.join(m.classes)}; window {m.window_s:g} s, "
-         f"hop {decoder.hop_s * 1e3:g} ms, {decoder.summary()['path']}); {decoder.mapping.report()}")
+         f"hop {decoder.hop_s * 1e3:g} ms, {decoder.summary()['path']}; {decoder.adaptation_text()}); {decoder.mapping.report()}")
     _say(f"publishing on LSL {config.outlet_name!r} (probabilities + source_time) and {config.marker_name!r}; Ctrl-C stops")
     tty = sys.stdout.isatty()
     decoder.start()
@@ -326,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="NAME")
     p.add_argument("--feedback", action="store_true", help="open the feedback view (cursor / bars of the class probabilities)")
     p.add_argument("--paradigm", metavar="CONFIG", help="with --feedback: run a calibration config's cues above the cursor (markers on LSL)")
+    p.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-centre the model's alignment on the incoming session, window by window (default: on for "
+                        "models with Euclidean alignment or re-centring)")
+    p.add_argument("--adapt-state", metavar="NPZ", help="resume the adapted reference from this file if it exists; save it on exit")
     p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("dashboard", help="clinician-facing seizure monitoring dashboard")

@@ -21,7 +21,7 @@ import yaml
 
 from .errors import ConfigError
 
-EVALUATIONS = ("cross_session", "within_session", "cross_subject", "cross_run", "seizure")  # seizure: bci.seizure
+EVALUATIONS = ("cross_session", "within_session", "cross_subject", "cross_run", "pseudo_online", "seizure")  # seizure: bci.seizure
 PREPROCESSING_KEYS = {
     "reference", "notch", "bandpass", "resample", "filter_order", "notch_quality", "euclidean_alignment",
 }  # fmt: skip

@@ -18,7 +18,6 @@ import inspect
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 import warnings
@@ -39,11 +38,14 @@ from sklearn.model_selection import BaseCrossValidator
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from pipelines.alignment import alignment_steps
 from pipelines.registry import fill_unset, load_pipelines
 
+from .channels import ChannelSet
 from .config import Config
 from .datasets import get_dataset, load_subject_data
 from .errors import ConfigError, DataError
+from .model import TrainedModel
 from .report import ResultsFile, short_param_names, write_report
 from .seizure import evaluate_seizure
 from .seizure import summary_text as seizure_summary_text
@@ -117,7 +119,7 @@ def make_splits(kind: str, params: dict, y: np.ndarray, meta: pd.DataFrame, seed
         splitter = WithinSessionSplitter(n_folds=int(params.get("n_folds", 5)), shuffle=True, random_state=seed)
         for train, test in splitter.split(y, meta):
             splits.append(Split(meta.subject[test[0]], str(meta.session[test[0]]), train, test))
-    elif kind == "cross_session":
+    elif kind in ("cross_session", "pseudo_online"):
         sessions = meta.session.astype(str)
         if sessions.nunique() < 2:
             raise DataError(
@@ -181,7 +183,69 @@ def _group_fit_params(estimator, groups: np.ndarray) -> dict:
     return params
 
 
-def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float, groups: np.ndarray) -> list[dict]:
+#: Pseudo-online adaptation modes, side by side: the training reference, the reference following
+#: the session trial by trial (the live loop's), and the whole session's (transductive).
+PSEUDO_ONLINE_MODES = ("none", "incremental", "transductive")
+#: Trials after which the pseudo-online accuracies are also reported (the adaptation's warm-up).
+LEARNING_TRIALS = 20
+
+
+def session_model(name: str, estimator, n_channels: int, n_times: int, sfreq: float) -> TrainedModel:
+    """A pipeline fitted on epochs as a streaming model: channels ``EEG1..EEGn``, no preprocessing
+    (the paradigm's), one window per trial (window and hop = the trial's length)."""
+    channels = ChannelSet([f"EEG{i + 1}" for i in range(n_channels)], ["eeg"] * n_channels)
+    window_s = n_times / sfreq
+    return TrainedModel(name=name, estimator=estimator, classes=[str(c) for c in estimator.classes_], input_channels=channels,
+                        sfreq=float(sfreq), window_s=window_s, hop_s=window_s, preprocessing={})  # fmt: skip
+
+
+def play_session(model: TrainedModel, X: np.ndarray, adapt: bool) -> np.ndarray:
+    """The trials ``X`` of one session pushed in recorded order, one after the other, through the
+    model's streaming predictor (:meth:`TrainedModel.stream`, the live loop's): one decision per
+    trial, ``(n_trials, n_classes)``, no look-ahead."""
+    predictor = model.stream(model.sfreq, model.input_channels, catch_up=True, flat_uv=0.0, adapt=adapt)
+    out = []
+    for i, x in enumerate(X):
+        proba = predictor.push(x)
+        if proba is None or len(proba) != 1:
+            raise DataError(f"{model.name}: trial {i} gave {0 if proba is None else len(proba)} decisions, expected 1")
+        out.append(proba[0])
+    return np.vstack(out)
+
+
+def pseudo_online_session(est, X: np.ndarray, y: np.ndarray, sfreq: float) -> list[dict]:
+    """One test session played trial by trial (:func:`play_session`) without adaptation and with
+    incremental adaptation, beside transductive (whole-session) adaptation: a result per mode
+    with its accuracy, the accuracy after :data:`LEARNING_TRIALS` trials and every trial's
+    correctness (the learning curve) in ``params``. Pipelines without an alignment have one mode."""
+    model = session_model("pipeline", est, X.shape[1], X.shape[2], sfreq)
+    aligned = model.online_adaptation() is not None
+    results = []
+    for mode in PSEUDO_ONLINE_MODES if aligned else ("none",):
+        t0 = time.perf_counter()
+        if mode == "transductive":  # the alignment steps re-centre the whole session at once
+            steps = alignment_steps(est)
+            before = [s.adapt for s in steps]
+            for s in steps:
+                s.adapt = True
+            proba = model.order_proba(est.predict_proba(X))
+            for s, adapt in zip(steps, before):
+                s.adapt = adapt
+        else:
+            proba = play_session(model, X, adapt=mode == "incremental")
+        elapsed = time.perf_counter() - t0
+        correct = (np.asarray(model.classes)[proba.argmax(axis=1)] == np.asarray(y).astype(str)).astype(int)
+        results.append({
+            "mode": mode, "score": float(correct.mean()), "accuracy": float(correct.mean()), "predict_time": elapsed,
+            "scoring": "accuracy (pseudo-online)",
+            "params": json.dumps({"adaptation": mode, f"accuracy_after_{LEARNING_TRIALS}": float(correct[LEARNING_TRIALS:].mean()),
+                                  "correct": correct.tolist()}),
+        })  # fmt: skip
+    return results
+
+
+def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float, groups: np.ndarray,
+             kind: str = "cross_session") -> list[dict]:  # fmt: skip
     """Fit on the split's training trials, score on its test trials: one result per
     scored part (:meth:`Split.scored`), each with its ``session`` label.
 
@@ -196,10 +260,14 @@ def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float
         est.fit(X[split.train], y[split.train], **_group_fit_params(est, groups[split.train]))
         fit_time = time.perf_counter() - t0
         for session, test in split.scored():
+            if kind == "pseudo_online":
+                scored += [(session, test, r) for r in pseudo_online_session(est, X[test], y[test], sfreq)]
+                continue
             t0 = time.perf_counter()
             score = get_scorer(scoring)(est, X[test], y[test])
             accuracy = accuracy_score(y[test], est.predict(X[test]))
-            scored.append((session, test, score, accuracy, time.perf_counter() - t0))
+            scored.append((session, test, {"score": float(score), "accuracy": float(accuracy),
+                                           "predict_time": time.perf_counter() - t0}))  # fmt: skip
     messages = sorted({str(w.message).splitlines()[0][:100] for w in caught if not issubclass(w.category, (FutureWarning, DeprecationWarning))})
     common = {
         "time": fit_time,
@@ -208,11 +276,11 @@ def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float
         "params": json.dumps(chosen_params(est), sort_keys=True),
         "warnings": "; ".join(f"{m} (x{sum(str(w.message).startswith(m) for w in caught)})" for m in messages),
     }
-    return [
-        {"session": session, "score": float(score), "accuracy": float(accuracy), "predict_time": predict_time,
-         "n_test": int(len(test)), **common}
-        for session, test, score, accuracy, predict_time in scored
-    ]  # fmt: skip
+    rows = [{"session": session, "n_test": int(len(test)), **common, **result} for session, test, result in scored]
+    for row, (_, _, result) in zip(rows, scored):
+        if "params" in result:  # the pipeline's chosen hyper-parameters beside the mode's figures
+            row["params"] = json.dumps({**json.loads(common["params"]), **json.loads(result["params"])}, sort_keys=True)
+    return rows
 
 
 def build_paradigm(cfg: Config):
@@ -234,7 +302,7 @@ def plan(cfg: Config, subjects_override: list[int] | None = None):
     if not cfg.get("datasets"):
         raise cfg.error("datasets", "expected at least one dataset")
     if "evaluation" not in cfg:
-        raise cfg.error("evaluation", "missing; expected a mapping with kind: cross_session | within_session | cross_subject | cross_run")
+        raise cfg.error("evaluation", "missing; expected a mapping with kind: cross_session | within_session | cross_subject | cross_run | pseudo_online")
     paradigm = build_paradigm(cfg)
     pipelines = load_pipelines(cfg["pipelines"], cfg)
     kind = cfg["evaluation"]["kind"]
@@ -251,7 +319,7 @@ def plan(cfg: Config, subjects_override: list[int] | None = None):
         unknown = [s for s in subjects if s not in dataset.subject_list]
         if unknown:
             raise DataError(f"{dataset.code}: subjects {unknown} do not exist (available {dataset.subject_list[0]}..{dataset.subject_list[-1]})")
-        if kind == "cross_session" and dataset.n_sessions < 2:
+        if kind in ("cross_session", "pseudo_online") and dataset.n_sessions < 2:
             raise DataError(f"{dataset.code} has {dataset.n_sessions} session per subject: cross-session evaluation is impossible; use kind: cross_run")
         if not paradigm.is_valid(dataset):
             raise DataError(f"{dataset.code} is not compatible with paradigm {type(paradigm).__name__}")
@@ -283,9 +351,11 @@ def cell_rows(dataset_code: str, name: str, pipeline, data: SubjectData, kind: s
     """The results.csv rows of one (dataset, subject, pipeline) cell: one per scored test part."""
     rows = []
     for split in data.splits:
-        for cell in run_cell(pipeline, data.X, data.y, split, scoring, seed, data.sfreq, data.groups):
+        for cell in run_cell(pipeline, data.X, data.y, split, scoring, seed, data.sfreq, data.groups, kind):
+            mode = cell.pop("mode", None)
             rows.append({
-                "dataset": dataset_code, "subject": split.subject, "pipeline": name, "channels": data.X.shape[1],
+                "dataset": dataset_code, "subject": split.subject, "pipeline": name if mode is None else f"{name} | {mode}",
+                "channels": data.X.shape[1],
                 "n_sessions": data.meta.session.nunique(), "evaluation": kind, "scoring": scoring, "seed": seed, **cell,
             })  # fmt: skip
     return rows

@@ -35,6 +35,7 @@ import skops.io as sio
 import torch
 from sklearn.pipeline import Pipeline
 
+from pipelines.alignment import OnlineAdaptation
 from pipelines.deep import ANY_CHANNEL_COUNT, DeepClassifier
 from pipelines.seizure import PerChannel
 
@@ -195,6 +196,15 @@ class TrainedModel:
         if steps or not hasattr(final, "segment_stream"):
             return None
         return final.segment_stream(n_channels, self.n_times)
+
+    def online_adaptation(self, update: bool = True, **options) -> OnlineAdaptation | None:
+        """The model's alignment following a stream, trial by trial
+        (:class:`pipelines.alignment.OnlineAdaptation`: its Euclidean-alignment or re-centring
+        step, or the saved signal alignment), or None when it has no alignment. ``update``
+        False keeps the training reference."""
+        if not OnlineAdaptation.supports(self.estimator, self.alignment):
+            return None
+        return OnlineAdaptation(self.estimator, self.alignment, update=update, **options)
 
     def stream(self, sfreq: float, channels: ChannelSet, **options) -> StreamPredictor:
         """The streaming predictor of this model on a source at ``sfreq`` with ``channels``

@@ -21,6 +21,15 @@ every due window; ``catch_up=False`` (live) decides only the newest due window o
 and counts the skipped ones in :attr:`dropped_windows`, so a slow model never makes the
 latency grow.
 
+Online adaptation. A model with an alignment (a Euclidean-alignment or re-centring step, or
+a saved signal alignment: :meth:`~bci.model.TrainedModel.online_adaptation`) decodes through
+it with the reference following the stream: every decoded window first moves the reference
+(an unlabelled running geodesic mean with forgetting and outlier rejection,
+:class:`pipelines.alignment.OnlineReference`), then is aligned with it. ``adapt=None`` (the
+default) adapts whenever the model has an alignment; ``adapt=False`` keeps the training
+reference. :meth:`adaptation_state` / :meth:`load_adaptation_state` carry the reference
+across streams (a session resumed), and withheld windows never move it.
+
 Withheld windows. A window touched by NaN/inf samples (plus ``settle_s`` of filter
 transient after them) or holding a flat source channel (peak-to-peak under ``flat_uv``
 microvolts over the window's span) is not decoded: it appears in :attr:`windows` with
@@ -73,11 +82,16 @@ class StreamPredictor:
         source channel flatter than ``flat_uv`` microvolts (0: no flat check).
     buffer_s : float
         Processed samples kept (at least two windows and a hop).
+    adapt : bool or None
+        Online adaptation of the model's alignment (None: when it has one).
+    adapt_options : dict, optional
+        :class:`pipelines.alignment.OnlineReference` settings (forgetting, prior, warmup, reject_z).
     """
 
     def __init__(self, model, sfreq: float, channels: ChannelSet, *, mapping: ChannelMapping | None = None,
                  hop_s: float | None = None, catch_up: bool = False, streaming: bool = True,
-                 settle_s: float = 1.0, flat_uv: float = 0.1, buffer_s: float = 30.0):  # fmt: skip
+                 settle_s: float = 1.0, flat_uv: float = 0.1, buffer_s: float = 30.0, adapt: bool | None = None,
+                 adapt_options: dict | None = None):  # fmt: skip
         self.sfreq_in = float(sfreq)
         self.source = channels
         pre = model.preprocessor()
@@ -99,7 +113,10 @@ class StreamPredictor:
         names = pre.start(self.sfreq_in, model.input_channels)
         if list(names) != list(model.channels):
             raise ModelError(f"{model.name}: preprocessing gives channels {names[:4]}..., the model expects {model.channels[:4]}...")
-        self.segments = model.segment_stream(len(names)) if streaming else None
+        self.adaptation = model.online_adaptation(update=adapt is not False, **(adapt_options or {}))
+        if adapt and self.adaptation is None:
+            raise DataError(f"{model.name} has no alignment to adapt (no Euclidean alignment or re-centring)")
+        self.segments = model.segment_stream(len(names)) if streaming and self.adaptation is None else None
         if self.segments is not None:
             seg = self.segments.segment_len
             hop = max(1, int(round((hop_s or seg / self.sfreq) * self.sfreq / seg))) * seg
@@ -138,6 +155,25 @@ class StreamPredictor:
         self._segments_done = 0
         if self.segments is not None:
             self.segments.reset()
+
+    @property
+    def adapting(self) -> bool:
+        """Whether decoded windows move the alignment's reference."""
+        return self.adaptation is not None and self.adaptation.update
+
+    def adaptation_state(self) -> dict | None:
+        """The adapted reference and its counters (arrays and numbers), or None."""
+        return None if self.adaptation is None else self.adaptation.reference.state_dict()
+
+    def load_adaptation_state(self, state: dict) -> None:
+        """Continue from :meth:`adaptation_state` of an earlier stream of the same model."""
+        if self.adaptation is None:
+            raise DataError(f"{self.model.name} has no alignment: nothing to resume")
+        shape = self.adaptation.reference.reference.shape
+        if np.shape(state.get("reference")) != shape:
+            raise DataError(f"adaptation state: expected a {shape[0]}x{shape[1]} reference (this model's), "
+                            f"found {np.shape(state.get('reference'))}")  # fmt: skip
+        self.adaptation.reference.load_state_dict(state)
 
     def input_index(self, i: int) -> tuple[int, int]:
         """Source samples (indices since the reset) behind processed sample ``i``: the one at
@@ -237,7 +273,11 @@ class StreamPredictor:
             for i, e in enumerate(kept):
                 self.proc.window(e, self.n_times, out=X[i])
             t0 = time.perf_counter()
-            proba = dict(zip(kept, self.model.predict_proba(X)))
+            if self.adaptation is not None:  # in stream order: each window moves the reference, then is decoded
+                out = self.model.order_proba(self.adaptation.predict_proba(X))
+            else:
+                out = self.model.predict_proba(X)
+            proba = dict(zip(kept, out))
             self.model_s += time.perf_counter() - t0
         self.windows += [Window(e, proba.get(e), r) for e, r in zip(ends, reasons)]
 

@@ -117,11 +117,86 @@ def short_param_names(params: dict) -> dict:
     }
 
 
+#: Keys of ``params`` that are per-trial records, not settings (kept out of the summary's text).
+_RECORD_KEYS = ("correct",)
+
+
 def _params_text(text: str) -> str:
     try:
-        return json.dumps(short_param_names(json.loads(text)), sort_keys=True)
+        params = {k: v for k, v in json.loads(text).items() if k not in _RECORD_KEYS}
+        return json.dumps(short_param_names(params), sort_keys=True)
     except (ValueError, AttributeError):
         return text
+
+
+def _modes(df: pd.DataFrame) -> pd.DataFrame:
+    """Pseudo-online rows with their pipeline and mode apart (``"TS+LR | incremental"``) and
+    their per-trial correctness."""
+    d = df[df.evaluation == "pseudo_online"].copy()
+    parts = d.pipeline.str.rsplit(" | ", n=1, expand=True)
+    d["base"], d["mode"] = parts[0], parts[1]
+    params = d.params.map(json.loads)
+    d["correct"] = params.map(lambda p: np.asarray(p["correct"], float))
+    d["after"] = params.map(lambda p: next(v for k, v in p.items() if k.startswith("accuracy_after_")))
+    d["after_n"] = params.map(lambda p: next(int(k.rsplit("_", 1)[1]) for k in p if k.startswith("accuracy_after_")))
+    return d
+
+
+def pseudo_online_markdown(df: pd.DataFrame) -> list[str]:
+    """Pseudo-online table: each pipeline's accuracy without, with incremental and with
+    transductive adaptation, over all trials and after the warm-up trials."""
+    d = _modes(df)
+    n = int(d.after_n.iloc[0])
+    modes = [m for m in ("none", "incremental", "transductive") if m in set(d["mode"])]
+    mean = d.groupby(["base", "mode"]).accuracy.mean().unstack()[modes]
+    after = d.groupby(["base", "mode"]).after.mean().unstack()[modes]
+    lines = ["", "## Pseudo-online (trial by trial through the streaming predictor)", "",
+             f"Each test session is played in recorded order, one trial at a time, through `TrainedModel.stream` "
+             f"(no look-ahead). Accuracy over all trials, and over the trials after the first {n} (the adaptation's "
+             f"warm-up); mean over subjects and sessions. `incremental - transductive`: after {n} trials.", "",
+             "| pipeline | " + " | ".join(modes) + " | " + " | ".join(f"{m} after {n}" for m in modes) + " | incremental - transductive |",
+             "|---" * (2 * len(modes) + 2) + "|"]  # fmt: skip
+    for base in mean.sort_values(modes[-1], ascending=False).index:
+        gap = after.loc[base].get("incremental", np.nan) - after.loc[base].get("transductive", np.nan)
+        lines.append(f"| {base} | " + " | ".join(f"{v:.3f}" if v == v else "" for v in mean.loc[base])
+                     + " | " + " | ".join(f"{v:.3f}" if v == v else "" for v in after.loc[base])
+                     + f" | {'' if gap != gap else f'{gap * 100:+.1f} points'} |")  # fmt: skip
+    lines += ["", "Plot: `learning_curve.png` (accuracy over the last 20 trials vs trials seen, per mode)."]
+    return lines
+
+
+_MODE_COLOURS = {"none": "tab:orange", "incremental": "tab:blue", "transductive": "tab:green"}
+
+
+def plot_learning_curves(df: pd.DataFrame, out: Path, window: int = 20) -> Path:
+    """Accuracy over a trailing window of trials vs trials seen, one panel per pipeline,
+    one line per adaptation mode (mean over subjects and sessions)."""
+    import matplotlib  # the Agg backend, chosen before pyplot loads
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = _modes(df)
+    bases = sorted(set(d.base))
+    fig, axes = plt.subplots(1, len(bases), figsize=(4 * len(bases), 3.2), sharey=True, squeeze=False)
+    for ax, base in zip(axes[0], bases):
+        for mode, g in d[d.base == base].groupby("mode"):
+            length = max(len(c) for c in g.correct)
+            curves = np.full((len(g), length), np.nan)
+            for i, c in enumerate(g.correct):
+                kernel = np.ones(window)
+                curves[i, : len(c)] = np.convolve(c, kernel)[: len(c)] / np.minimum(np.arange(1, len(c) + 1), window)
+            ax.plot(np.arange(1, length + 1), np.nanmean(curves, axis=0), label=mode, color=_MODE_COLOURS.get(mode))
+        ax.set_title(base, fontsize=9)
+        ax.set_xlabel("trials seen")
+        ax.axhline(0.5, color="0.7", lw=0.8)
+    axes[0][0].set_ylabel(f"accuracy, last {window} trials")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "learning_curve.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _per_subject(df: pd.DataFrame) -> pd.DataFrame:
@@ -182,7 +257,7 @@ def summary_markdown(df: pd.DataFrame, title: str) -> str:
         lines.append("|---" * (len(table.columns) + 1) + "|")
         for subject, row in table.iterrows():
             lines.append(f"| {subject} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in row) + " |")
-        if d.session.nunique() > 1 and d.evaluation.iloc[0] == "cross_session":
+        if d.session.nunique() > 1 and d.evaluation.iloc[0] in ("cross_session", "pseudo_online"):
             sess = d.groupby(["pipeline", "session"]).score.mean().unstack()
             lines += ["", "Mean score per test session:", "", "| pipeline | " + " | ".join(map(str, sess.columns)) + " |"]
             lines.append("|---" * (len(sess.columns) + 1) + "|")
@@ -194,6 +269,8 @@ def summary_markdown(df: pd.DataFrame, title: str) -> str:
             for name, g in chosen.groupby("pipeline"):
                 g = g.drop_duplicates(["subject", "params", "fit_time"])  # the rows of one fit (test sessions) once
                 lines.append(f"- {name}: " + "; ".join(f"s{s}: {_params_text(p)}" for s, p in zip(g.subject[:5], g.params[:5])))
+    if (df.evaluation == "pseudo_online").any():
+        lines += pseudo_online_markdown(df)
     lines += ["", "Plots: `scores.png` (per-subject scores), `comparison.png` (pipelines vs the best baseline)."]
     if (df.evaluation == "cross_session").any():
         lines.append("`sessions.png` (score per test session).")
@@ -268,3 +345,5 @@ def write_report(df: pd.DataFrame, out: Path, title: str) -> None:
     (out / "summary.md").write_text(summary_markdown(df, title))
     if not df.empty:
         plot_scores(df, out)
+    if (df.evaluation == "pseudo_online").any():
+        plot_learning_curves(df, out)

@@ -31,8 +31,11 @@ from __future__ import annotations
 import numpy as np
 from pyriemann.geometry.base import invsqrtm
 from pyriemann.geometry.covariance import covariances
+from pyriemann.utils.distance import distance
+from pyriemann.utils.geodesic import geodesic
 from pyriemann.preprocessing import Whitening
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.pipeline import make_pipeline
 
 from bci.errors import DataError
 
@@ -198,3 +201,169 @@ class RiemannianRecentering(TransformerMixin, BaseEstimator):
         if self.adapt:
             return Whitening(metric=self.metric).fit_transform(X)
         return self.whitening_.transform(X)
+
+
+# --------------------------------------------------------------------------- online
+#: Defaults of the online reference: the training centre counts as ``prior`` trials, a new
+#: trial weighs ``max(1 / (n + prior), forgetting)`` (n: trials accepted so far, this one
+#: included), no rejection during the first ``warmup`` trials, then trials farther from the
+#: reference than the mean + ``reject_z`` standard deviations of the accepted distances are
+#: decoded but do not move it.
+ONLINE_DEFAULTS = {"forgetting": 0.01, "prior": 1.0, "warmup": 10, "reject_z": 3.0}
+
+
+class OnlineReference:
+    """A re-centring reference that follows a stream of unlabelled trials.
+
+    The reference ``M`` (an SPD matrix) starts at the training centre and moves toward each
+    accepted trial's matrix ``C`` along the geodesic of ``metric`` (pyRiemann's
+    :func:`~pyriemann.utils.geodesic.geodesic`: Riemannian for re-centering, Euclidean, i.e. the
+    running arithmetic mean, for Euclidean alignment): ``M <- geodesic(M, C, w)`` with the weight
+    ``w`` of :data:`ONLINE_DEFAULTS`. So the first trials of a session re-centre it as a
+    whole-session (transductive) mean would, and a long session keeps a memory of about
+    ``1 / forgetting`` trials.
+    """
+
+    def __init__(self, reference: np.ndarray, metric: str = "riemann", *, forgetting: float = 0.01, prior: float = 1.0,
+                 warmup: int = 10, reject_z: float = 3.0):  # fmt: skip
+        if not 0 <= forgetting <= 1 or prior < 0 or warmup < 0 or reject_z <= 0:
+            raise DataError(f"online reference: expected 0 <= forgetting <= 1, prior >= 0, warmup >= 0 and reject_z > 0; "
+                            f"found {forgetting}, {prior}, {warmup}, {reject_z}")  # fmt: skip
+        self.metric, self.forgetting, self.prior = metric, float(forgetting), float(prior)
+        self.warmup, self.reject_z = int(warmup), float(reject_z)
+        self.load_state_dict({"reference": reference, "n_accepted": 0, "n_rejected": 0, "distance_sum": 0.0, "distance_sq": 0.0})
+
+    def update(self, C: np.ndarray) -> bool:
+        """Move the reference toward ``C`` unless ``C`` is an outlier; returns whether it moved.
+
+        Riemannian metric: one eigendecomposition of the whitened ``W = M^{-1/2} C M^{-1/2}``
+        gives both the distance (``||log W||``) and the step (``M^{1/2} W^w M^{1/2}``, pyRiemann's
+        geodesic), and one of the new ``M`` its square roots: two per window, not five."""
+        if self.metric == "riemann":
+            lam, V = np.linalg.eigh(self.inv_sqrt @ C @ self.inv_sqrt)
+            if lam.min() <= 0:
+                raise DataError("online reference: the window's matrix is not positive definite")
+            d = float(np.sqrt(np.sum(np.log(lam) ** 2)))
+        else:
+            d = float(distance(self.reference, C, metric=self.metric))
+        n = self.n_accepted
+        if n >= self.warmup and n > 1:
+            mean = self.distance_sum / n
+            std = np.sqrt(max(self.distance_sq / n - mean * mean, 0.0))
+            if d > mean + self.reject_z * std:
+                self.n_rejected += 1
+                return False
+        self.n_accepted = n + 1
+        self.distance_sum += d
+        self.distance_sq += d * d
+        w = max(1.0 / (self.n_accepted + self.prior), self.forgetting)
+        if self.metric == "riemann":
+            step = (V * lam**w) @ V.T
+            self._set(self._sqrt @ step @ self._sqrt)
+        else:
+            self._set(geodesic(self.reference, C, w, metric=self.metric))
+        return True
+
+    def _set(self, reference: np.ndarray) -> None:
+        """The reference and its square roots (one eigendecomposition)."""
+        reference = (reference + reference.T) / 2
+        lam, V = np.linalg.eigh(reference)
+        if lam.min() <= 0:
+            raise DataError("online reference: the reference is not positive definite")
+        self.reference = reference
+        self._sqrt = (V * np.sqrt(lam)) @ V.T
+        self.inv_sqrt = (V / np.sqrt(lam)) @ V.T
+
+    def state_dict(self) -> dict:
+        """The reference and its counters (plain arrays and numbers: ``np.savez`` them)."""
+        return {"reference": self.reference, "n_accepted": self.n_accepted, "n_rejected": self.n_rejected,
+                "distance_sum": self.distance_sum, "distance_sq": self.distance_sq}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        reference = np.asarray(state["reference"], dtype=np.float64)
+        if reference.ndim != 2 or reference.shape[0] != reference.shape[1]:
+            raise DataError(f"online reference: expected a square matrix, found shape {reference.shape}")
+        self._set(reference)
+        self.n_accepted, self.n_rejected = int(state["n_accepted"]), int(state["n_rejected"])
+        self.distance_sum, self.distance_sq = float(state["distance_sum"]), float(state["distance_sq"])
+
+
+def flat_steps(estimator) -> list:
+    """The estimators of a (possibly nested) fitted pipeline, in order; an estimator alone is one step."""
+    steps = getattr(estimator, "steps", None)
+    if steps is None:
+        return [estimator]
+    return [e for _, s in steps if s != "passthrough" for e in flat_steps(s)]
+
+
+def alignment_steps(estimator) -> list:
+    """The :class:`EuclideanAlignment` and :class:`RiemannianRecentering` steps of a pipeline."""
+    return [s for s in flat_steps(estimator) if isinstance(s, (EuclideanAlignment, RiemannianRecentering))]
+
+
+def _inverse_square(inv_sqrt: np.ndarray) -> np.ndarray:
+    """``M`` from ``M^{-1/2}`` (symmetric)."""
+    return np.linalg.inv(inv_sqrt @ inv_sqrt)
+
+
+class OnlineAdaptation:
+    """A fitted pipeline whose alignment follows the stream, one trial (window) at a time.
+
+    The alignment is the pipeline's :class:`EuclideanAlignment` or
+    :class:`RiemannianRecentering` step, or a signal-level Euclidean alignment matrix given
+    as ``signal_alignment`` (a saved model's, applied before the pipeline). Its reference
+    becomes an :class:`OnlineReference` seeded with the one fitted on the training trials;
+    :meth:`predict_proba` takes trials in stream order, and each first updates the reference
+    (unless ``update`` is False: the training reference, fixed) and is then aligned with it.
+    A trial never sees a later one (no look-ahead).
+
+    Parameters
+    ----------
+    estimator : fitted sklearn Pipeline (or estimator when ``signal_alignment`` is given)
+    signal_alignment : array (C, C), optional
+    update : bool
+    **options : the :class:`OnlineReference` settings (:data:`ONLINE_DEFAULTS`)
+    """
+
+    def __init__(self, estimator, signal_alignment: np.ndarray | None = None, *, update: bool = True, **options):
+        options = {**ONLINE_DEFAULTS, **options}
+        self.update = bool(update)
+        steps = flat_steps(estimator)
+        at = [i for i, s in enumerate(steps) if isinstance(s, (EuclideanAlignment, RiemannianRecentering))]
+        if signal_alignment is not None:
+            self.kind, self.head, self.tail = "signals", None, estimator
+            self.reference = OnlineReference(_inverse_square(signal_alignment), "euclid", **options)
+        elif at:
+            i, step = at[0], steps[at[0]]
+            self.head = make_pipeline(*steps[:i]) if i else None  # the fitted steps themselves
+            self.tail = make_pipeline(*steps[i + 1 :])
+            if isinstance(step, EuclideanAlignment):
+                self.kind = "signals"
+                self.reference = OnlineReference(_inverse_square(step.reference_inv_sqrt_), "euclid", **options)
+            else:
+                self.kind = "matrices"
+                self.reference = OnlineReference(_inverse_square(step.whitening_.filters_), step.metric, **options)
+        else:
+            raise DataError("online adaptation needs an alignment: a EuclideanAlignment or RiemannianRecentering "
+                            "step, or a signal alignment matrix")  # fmt: skip
+
+    @classmethod
+    def supports(cls, estimator, signal_alignment=None) -> bool:
+        """Whether ``estimator`` (with ``signal_alignment``) has an alignment to adapt."""
+        return signal_alignment is not None or bool(alignment_steps(estimator))
+
+    def _align(self, x: np.ndarray) -> np.ndarray:
+        z = x[None] if self.head is None else self.head.transform(x[None])
+        ref = self.reference
+        if self.kind == "signals":
+            if self.update:
+                ref.update(covariances(z, estimator="scm", assume_centered=True)[0])
+            return ref.inv_sqrt @ z
+        if self.update:
+            ref.update(z[0])
+        return ref.inv_sqrt @ z @ ref.inv_sqrt
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities of trials ``X`` taken in order, each aligned after updating."""
+        X = check_trials(X)
+        return np.vstack([self.tail.predict_proba(self._align(x)) for x in X])

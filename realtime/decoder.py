@@ -77,6 +77,9 @@ class DecoderConfig:
     assume_unit: str = "microvolts"
     streaming: bool = True  # MVPFormer: the cached step path (False: full windows)
     threads: int = 1  # torch intra-op threads in the loop
+    adapt: bool | None = None  # online re-centring of the model's alignment (None: on when the model has one)
+    adapt_options: dict | None = None  # forgetting, prior, warmup, reject_z (pipelines.alignment.ONLINE_DEFAULTS)
+    adapt_state: str | None = None  # .npz: the adapted reference, read at open if it exists, written at stop
 
     @classmethod
     def from_dict(cls, values: dict | None, where: str = "realtime") -> "DecoderConfig":
@@ -235,7 +238,11 @@ class Decoder:
             sys.modules["torch"].set_num_threads(int(cfg.threads))
         self.predictor = m.stream(self.inlet.sfreq, self.mapping.source, mapping=self.mapping, hop_s=cfg.hop_s,
                                   streaming=cfg.streaming, settle_s=cfg.settle_s, flat_uv=cfg.flat_uv,
-                                  buffer_s=cfg.buffer_s)  # fmt: skip
+                                  buffer_s=cfg.buffer_s, adapt=cfg.adapt, adapt_options=cfg.adapt_options)  # fmt: skip
+        if cfg.adapt_state and Path(cfg.adapt_state).is_file():  # a session resumed: the reference it had reached
+            with np.load(cfg.adapt_state, allow_pickle=False) as state:
+                self.predictor.load_adaptation_state(dict(state))
+            log.info("adaptation resumed from %s", cfg.adapt_state)
         self.sfreq, self.hop_s = self.predictor.sfreq, self.predictor.hop_s
         if cfg.hop_s and abs(self.hop_s - cfg.hop_s) > 1e-9:
             log.info("%s: hop rounded to %.4g s (whole segments)", self.predictor.path, self.hop_s)
@@ -452,6 +459,8 @@ class Decoder:
             self._thread.join(timeout)
         if self.state not in ("idle", "stopped"):
             self._marker("stopped", pylsl.local_clock())
+            if self.config.adapt_state and self.predictor.adapting:
+                np.savez(self.config.adapt_state, **self.predictor.adaptation_state())
         self.state = "stopped"
         if close:
             self.inlet.close()
@@ -485,11 +494,22 @@ class Decoder:
             "restarts": tel.restarts,
             "hop_s": self.hop_s if hasattr(self, "hop_s") else None,
             "path": self.predictor.path if hasattr(self, "predictor") else None,
+            "adaptation": self.adaptation_text() if hasattr(self, "predictor") else "",
         }
         out.update(tel.latency.summary("latency"))
         out.update(tel.end_to_end.summary("end_to_end"))
         out.update(tel.model.summary("model"))
         return out
+
+    def adaptation_text(self) -> str:
+        """``adapt on (N windows, M rejected)``, ``adapt off (training reference)`` or ``no alignment``."""
+        pred = self.predictor
+        if pred.adaptation is None:
+            return "no alignment"
+        if not pred.adapting:
+            return "adapt off (training reference)"
+        ref = pred.adaptation.reference
+        return f"adapt on ({ref.n_accepted} windows, {ref.n_rejected} rejected)"
 
     def status_line(self) -> str:
         """The one-line live summary of ``bci stream``."""
@@ -499,7 +519,7 @@ class Decoder:
         text = (
             f"{s['state']:<8} {s['rate_hz']:7.1f} Hz  decisions {s['decisions']:>6}  "
             f"latency p50 {p50:5.1f} ms p99 {p99:5.1f} ms  dropped windows {s['dropped_windows']} samples {s['dropped_samples']}"
-            f"  withheld {s['withheld']}"
+            f"  withheld {s['withheld']}  {s['adaptation']}"
         )
         if self.last is not None:
             text += f"  last: {self.last.label} {self.last.smoothed.max():.2f}"

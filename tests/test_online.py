@@ -1,0 +1,162 @@
+"""Online session adaptation (issue 24): the running reference, the pseudo-online evaluation,
+and the live loop giving the pseudo-online evaluation's decisions on a replayed 2b session."""
+
+import json
+import time
+import uuid
+
+import numpy as np
+import pytest
+import yaml
+from pyriemann.utils.mean import mean_riemann
+
+from bci.errors import DataError
+from pipelines.alignment import OnlineReference
+
+TWO_B = {
+    "name": "2b pseudo-online (test)",
+    "seed": 42,
+    "datasets": [{"name": "LocalEpochs", "subjects": [1], "params": {"classes": {1: "left_hand", 2: "right_hand"}}}],
+    "paradigm": {"name": "LeftRightImagery", "params": {"fmin": 8, "fmax": 30}},
+    "evaluation": {"kind": "pseudo_online", "scoring": "accuracy", "params": {"train_sessions": [1, 2, 3], "test_sessions": [4, 5]}},
+    "pipelines": ["ts_lr_recentered"],
+}
+
+
+def _spd(rng, n, d, scale=1.0):
+    A = rng.standard_normal((n, d, 3 * d))
+    return scale * A @ A.transpose(0, 2, 1) / (3 * d)
+
+
+def test_running_reference_is_the_session_mean_without_forgetting():
+    rng = np.random.default_rng(0)
+    C = _spd(rng, 40, 4)
+    ref = OnlineReference(np.eye(4), "euclid", forgetting=0.0, prior=0.0, warmup=100)
+    for c in C:
+        assert ref.update(c)
+    np.testing.assert_allclose(ref.reference, C.mean(axis=0), rtol=1e-10)  # the running arithmetic mean, exactly
+    np.testing.assert_allclose(ref.inv_sqrt @ ref.reference @ ref.inv_sqrt, np.eye(4), atol=1e-10)
+    riem = OnlineReference(np.eye(4), "riemann", forgetting=0.0, prior=0.0, warmup=100)
+    for c in C:
+        riem.update(c)
+    # the incremental geodesic mean approaches the Karcher mean of the session
+    karcher = mean_riemann(C)
+    assert np.linalg.norm(riem.reference - karcher) / np.linalg.norm(karcher) < 0.05
+
+
+def test_riemannian_step_is_pyriemanns_geodesic():
+    from pyriemann.utils.distance import distance_riemann
+    from pyriemann.utils.geodesic import geodesic_riemann
+
+    rng = np.random.default_rng(2)
+    C = _spd(rng, 3, 5)
+    ref = OnlineReference(C[0], "riemann", forgetting=0.0, prior=1.0, warmup=100)
+    ref.update(C[1])  # weight 1/2
+    np.testing.assert_allclose(ref.reference, geodesic_riemann(C[0], C[1], 0.5), rtol=1e-9)
+    expected = geodesic_riemann(ref.reference, C[2], 1 / 3)
+    d = distance_riemann(ref.reference, C[2])
+    ref.update(C[2])
+    np.testing.assert_allclose(ref.reference, expected, rtol=1e-9)
+    assert ref.distance_sq == pytest.approx(distance_riemann(C[0], C[1]) ** 2 + d**2)
+
+
+def test_outliers_do_not_move_the_reference_and_state_round_trips():
+    rng = np.random.default_rng(1)
+    C = _spd(rng, 30, 4)
+    ref = OnlineReference(np.eye(4), "riemann", warmup=10, reject_z=3.0)
+    for c in C:
+        ref.update(c)
+    before = ref.reference.copy()
+    assert not ref.update(C[0] * 1e4)  # an artefact: far outside the distances seen
+    np.testing.assert_array_equal(ref.reference, before)
+    assert ref.n_rejected == 1
+    again = OnlineReference(np.eye(4), "riemann")
+    again.load_state_dict(ref.state_dict())
+    assert again.update(C[3]) == ref.update(C[3])
+    np.testing.assert_allclose(again.reference, ref.reference)
+    with pytest.raises(DataError, match="expected 0 <= forgetting <= 1"):
+        OnlineReference(np.eye(4), forgetting=2.0)
+
+
+@pytest.fixture(scope="module")
+def pseudo_online_run(tmp_path_factory, data_dir):
+    """bci evaluate on subject 1 of 2b, pseudo-online, TS+LR re-centred; and the fitted pieces."""
+    from bci.cli import main
+
+    cfg = json.loads(json.dumps(TWO_B))
+    cfg["datasets"][0]["params"]["path"] = str(data_dir / "bnci2014_004")
+    tmp = tmp_path_factory.mktemp("po")
+    (tmp / "po.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", str(tmp / "po.yaml"), "--out", str(tmp / "out"), "--no-progress"]) == 0
+    return tmp
+
+
+def test_pseudo_online_evaluation_compares_the_three_modes(pseudo_online_run):
+    import pandas as pd
+
+    rows = pd.read_csv(pseudo_online_run / "out" / "results.csv")
+    assert sorted(rows.pipeline.unique()) == [f"TS+LR (re-centred) | {m}" for m in ("incremental", "none", "transductive")]
+    assert sorted(rows.session.astype(str).unique()) == ["4", "5"]
+    for _, row in rows.iterrows():
+        params = json.loads(row.params)
+        assert len(params["correct"]) == row.n_test and row.accuracy == pytest.approx(np.mean(params["correct"]))
+    by_mode = rows.groupby(rows.pipeline.str.rsplit(" | ", n=1).str[1]).accuracy.mean()
+    assert by_mode["incremental"] > by_mode["none"]  # the session's own reference helps, trial by trial
+    summary = (pseudo_online_run / "out" / "summary.md").read_text()
+    assert "## Pseudo-online" in summary and (pseudo_online_run / "out" / "learning_curve.png").stat().st_size > 1000
+
+
+def test_bci_stream_gives_the_pseudo_online_decisions_on_a_replayed_session(pseudo_online_run, data_dir):
+    """Session 4 of subject 1 replayed over LSL, trial after trial, through the live loop with
+    adaptation on: the same probabilities, trial by trial, as the pseudo-online evaluation's
+    incremental mode, whose accuracy it also reproduces."""
+    import pandas as pd
+    import pylsl
+    from sklearn.base import clone
+
+    from bci.config import load_config
+    from bci.evaluate import _group_fit_params, _load, data_sfreq, play_session, plan, session_model
+    from pipelines.registry import fill_unset
+    from realtime.decoder import Decoder, DecoderConfig
+
+    cfg = load_config(pseudo_online_run / "po.yaml")
+    paradigm, pipelines, jobs = plan(cfg)
+    X, y, meta = _load(paradigm, jobs[0][0], [1])
+    sessions = meta.session.astype(str).to_numpy()
+    train, test = np.isin(sessions, ["1", "2", "3"]), sessions == "4"
+    sfreq = data_sfreq(paradigm, jobs[0][0], X.shape[-1])
+    ((name, pipeline),) = pipelines.items()
+    est = fill_unset(clone(pipeline), seed=42, sfreq=sfreq, scoring="accuracy")
+    est.fit(X[train], y[train], **_group_fit_params(est, sessions[train]))  # as bci evaluate fits it
+    model = session_model(name, est, X.shape[1], X.shape[2], sfreq)
+    offline = play_session(model, X[test], adapt=True)
+
+    rows = pd.read_csv(pseudo_online_run / "out" / "results.csv")
+    row = rows[(rows.pipeline == f"{name} | incremental") & (rows.session.astype(str) == "4")].iloc[0]
+    labels = np.asarray(model.classes)[offline.argmax(axis=1)]
+    assert (labels == y[test]).astype(int).tolist() == json.loads(row.params)["correct"]
+
+    tag = uuid.uuid4().hex[:8]
+    info = pylsl.StreamInfo(f"2b-{tag}", "EEG", X.shape[1], sfreq, pylsl.cf_double64, f"src-{tag}")
+    chans = info.desc().append_child("channels")
+    for label in model.input_channels.names:
+        ch = chans.append_child("channel")
+        for key, value in (("label", label), ("unit", "microvolts"), ("type", "EEG")):
+            ch.append_child_value(key, value)
+    outlet = pylsl.StreamOutlet(info)
+    decoder = Decoder(model, f"2b-{tag}", DecoderConfig.load(outlet_name=f"o-{tag}", marker_name=f"m-{tag}", resolve_timeout_s=3.0,
+                                                             smoothing="none", adapt=True)).open()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        for i, trial in enumerate(X[test]):
+            outlet.push_chunk(np.ascontiguousarray(trial.T * 1e6))
+            while decoder.telemetry.decisions < i + 1:
+                assert time.monotonic() < deadline, "the live loop fell behind"
+                decoder.poll()
+                time.sleep(0.001)
+    finally:
+        decoder.stop()
+    assert "adapt on" in decoder.status_line()
+    live = np.vstack([d.proba for d in decoder.recent])
+    assert live.shape == offline.shape and decoder.summary()["dropped_windows"] == 0
+    np.testing.assert_allclose(live, offline, atol=1e-6)
