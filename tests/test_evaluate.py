@@ -189,3 +189,23 @@ def test_param_grid_searched_as_moabb_does():
     ours = fill_unset(pipes["ACM+TS+SVM"], seed=42, sfreq=160.0, scoring="accuracy")
     search = {k.rsplit("__", 1)[-1]: v for k, v in ours.get_params().items() if "augmentedgridsearch__" in k}
     assert [search[k] for k in ("cv", "random_state", "scoring", "estimator", "reference")] == [3, 42, "accuracy", "cov", "fold"]
+
+
+def test_results_file_resumes_by_cell_key_and_removes_cells(tmp_path):
+    """The one results writer: cells keyed by any columns, rows of a finished cell written once,
+    cells removed to be computed again, a file of another configuration cleared."""
+    from bci.report import ResultsFile
+
+    columns = ["task", "pipeline", "fold", "proba"]
+    path = tmp_path / "segments.csv"
+    f = ResultsFile(path, columns, key=("task", "pipeline", "fold"))
+    f.append([{"task": "A-E", "pipeline": "BP", "fold": 1, "proba": 0.1}, {"task": "A-E", "pipeline": "BP", "fold": 1, "proba": 0.9}])
+    f.append([{"task": "A-E", "pipeline": "BP", "fold": 1, "proba": 0.5}])  # a retried cell: dropped
+    f.append([{"task": "A-E", "pipeline": "BP", "fold": 2, "proba": 0.7}])
+    again = ResultsFile(path, columns, key=("task", "pipeline", "fold"))  # a re-run knows both cells
+    assert again.finished("A-E", "BP", 1) and again.finished("A-E", "BP", 2) and not again.finished("A-E", "BP", 3)
+    assert again.read().proba.tolist() == [0.1, 0.9, 0.7]
+    again.remove(fold=1)
+    assert not again.finished("A-E", "BP", 1) and again.read().proba.tolist() == [0.7]
+    again.clear()
+    assert not path.exists() and not again.finished("A-E", "BP", 2)
