@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from pipelines.alignment import alignment_steps
 from pipelines.registry import fill_unset, load_pipelines
+from pipelines.validation import class_probabilities
 
 from .channels import ChannelSet
 from .config import Config
@@ -228,7 +229,7 @@ def pseudo_online_session(est, X: np.ndarray, y: np.ndarray, sfreq: float) -> li
             before = [s.adapt for s in steps]
             for s in steps:
                 s.adapt = True
-            proba = model.order_proba(est.predict_proba(X))
+            proba = model.order_proba(class_probabilities(est, X))
             for s, adapt in zip(steps, before):
                 s.adapt = adapt
         else:

@@ -39,7 +39,7 @@ from sklearn.pipeline import make_pipeline
 
 from bci.errors import DataError
 
-from .validation import check_trials
+from .validation import check_trials, class_probabilities
 
 
 def euclidean_alignment(X) -> tuple[np.ndarray, np.ndarray]:
@@ -366,4 +366,4 @@ class OnlineAdaptation:
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities of trials ``X`` taken in order, each aligned after updating."""
         X = check_trials(X)
-        return np.vstack([self.tail.predict_proba(self._align(x)) for x in X])
+        return np.vstack([class_probabilities(self.tail, self._align(x)) for x in X])

@@ -1,4 +1,4 @@
-"""Input checks shared by the scikit-learn transformers of this package."""
+"""Input checks and small helpers shared by the scikit-learn estimators of this package."""
 
 from __future__ import annotations
 
@@ -32,3 +32,12 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ConfigError(f"{name} must be a positive integer; found {value!r}")
     return int(value)
+
+
+def class_probabilities(estimator, X) -> np.ndarray:
+    """``predict_proba`` of a fitted classifier, or, for one without (an SVM that was not
+    calibrated), its decisions as one-hot rows in the order of ``classes_``."""
+    if hasattr(estimator, "predict_proba"):
+        return np.asarray(estimator.predict_proba(X), dtype=np.float64)
+    classes = list(estimator.classes_)
+    return np.eye(len(classes))[[classes.index(c) for c in estimator.predict(X)]]
