@@ -91,6 +91,10 @@ def cmd_predict(args) -> int:
     if args.events and len(args.paths) != 1:
         raise BCIError(f"--events writes the events.tsv of one recording; found {len(args.paths)} paths")
     model = TrainedModel.load(args.model_dir)
+    if model.metadata.get("pretrained"):  # licence and terms of use of the weights it started from
+        from models.hub import describe
+
+        print(f"{model.name}: fine-tuned from {describe(model.metadata['pretrained'])}")
     records = []
     for path in args.paths:
         recording = load_recording(path)

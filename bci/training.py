@@ -277,6 +277,7 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
             "n_windows": counts, "fit_seconds": round(fit_time, 3), "train_accuracy": train_accuracy,
             "chosen_params": chosen, "search_scoring": scoring, "calibration": calibration,
             "versions": {"sklearn": sklearn.__version__, "mne": mne.__version__, **_versions()}, **alarm,
+            **_pretrained(estimator),
         },
     )  # fmt: skip
     model.save(out_dir)
@@ -312,6 +313,14 @@ def seizure_operating_point(section: dict, estimator, data: TrainingData, seed: 
         log.warning("no alarm threshold reaches %g false alarms per 24 h on the training data; using %.2f (%.1f per 24 h)",
                     report["target_fp_per_24h"], report["threshold"], report["fp_per_24h"])
     return {"alarm": chosen.to_config(), "operating_point": report}
+
+
+def _pretrained(estimator) -> dict:
+    """``{"pretrained": provenance}`` when the network started from a published checkpoint
+    (``DeepClassifier(init=...)``: source, revision, licence, terms of use), else ``{}``."""
+    steps = getattr(estimator, "steps", None)
+    provenance = getattr(steps[-1][1] if steps else estimator, "provenance_", None)
+    return {"pretrained": dict(provenance)} if provenance else {}
 
 
 def _versions() -> dict:

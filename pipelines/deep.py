@@ -22,6 +22,19 @@ It adds what raw arrays from MOABB need before they reach a network:
   standalone fit draws one from NumPy's global generator (scikit-learn's
   ``random_state=None``) and keeps it as ``seed_``.
 
+- **pretrained weights** (MVPFormer): ``init`` names a published checkpoint (a hub id
+  such as ``braindecode/mvpformer-s-pretrained`` or a checkpoint folder, loaded by
+  :func:`models.hub.load_pretrained`); ``fit`` builds the network with the
+  checkpoint's architecture, loads its weights, re-initialises the head when the
+  task's class count differs, and trains as ``finetune`` says: ``"full"`` (every
+  weight), ``"freeze"`` (the encoder fixed, only the head ``final_layer`` trained),
+  ``"linear_probe"`` (``freeze`` with dropout off: a linear classifier on the fixed
+  features) or ``"lora"`` (the encoder fixed, low-rank adapters on its attention and
+  MLP projections trained with the head, :func:`models.pretrain.prepare_finetune`;
+  merged into the weights after training, so the fitted network is a plain MVPFormer).
+  The checkpoint's licence and terms of use are kept as ``provenance_`` (and in the
+  saved model's metadata).
+
 Training recipe (DBConformer paper): Adam, learning rate 1e-3, batch size 32,
 cross-entropy, a fixed number of epochs (``validation=None``, the paper's
 protocol). ``validation=0.2`` holds out a stratified 20% of the training trials
@@ -45,6 +58,17 @@ __all__ = ["DEEP_MODELS", "DeepClassifier", "SegmentStream", "make_deep_pipeline
 DEEP_MODELS = ("DBConformer", "MVPFormer", "EEGNet", "ShallowFBCSPNet", "EEGConformer", "ATCNet", "IFNet", "CTNet")
 #: Models that take any channel count with the same weights (checked by the model itself).
 ANY_CHANNEL_COUNT = ("MVPFormer",)
+#: Models ``init`` can start from a published checkpoint (:mod:`models.hub`).
+PRETRAINED_MODELS = ("MVPFormer",)
+#: What ``fit`` trains of a pretrained network (``DeepClassifier(finetune=...)``).
+FINETUNE = ("full", "freeze", "linear_probe", "lora")
+#: :func:`models.pretrain.prepare_finetune`'s mode for each ``finetune``.
+_PREPARE = {"full": "full", "freeze": "head", "linear_probe": "head", "lora": "lora"}
+#: Constructor arguments a checkpoint fixes (its architecture); ``module_params`` may not differ.
+_CHECKPOINT_ARCH = ("segment_len", "d_model", "n_layers", "n_heads", "n_head_kv", "d_inner", "local_window",
+                    "max_segments", "max_channels", "codebook_indexing")
+#: The seizure/classification head of MVPFormer (re-initialised for another class count).
+_HEAD = "final_layer."
 
 
 def _model_class(name: str) -> type[torch.nn.Module]:
@@ -121,6 +145,12 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
     verbose : int
         skorch verbosity (1 prints one line per epoch).
+    init : str or None
+        A published checkpoint to start from (hub id or folder; MVPFormer only), read
+        at ``fit``; ``None`` trains from a random initialisation.
+    finetune : {"full", "freeze", "linear_probe", "lora"}
+        With ``init``: train every weight, only the head, only the head on
+        dropout-free features, or LoRA adapters (rank 8) and the head.
 
     Attributes
     ----------
@@ -135,6 +165,9 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
     net_ : braindecode.EEGClassifier
         The fitted skorch net; ``net_.module_`` is the torch module and
         ``net_.history`` the per-epoch losses and durations.
+    provenance_ : dict
+        Only with ``init``: the checkpoint's source, revision, licence and terms of use
+        (:func:`models.hub.load_pretrained`'s ``info``) and whether its head was kept.
     """
 
     def __init__(
@@ -152,6 +185,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         seed: int | None = None,
         device: str = "cpu",
         verbose: int = 0,
+        init: str | None = None,
+        finetune: str = "full",
     ):
         self.model = model
         self.module_params = module_params
@@ -166,6 +201,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.device = device
         self.verbose = verbose
+        self.init = init
+        self.finetune = finetune
 
     def _device(self) -> str:
         if self.device == "auto":
@@ -243,7 +280,16 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             "n_outputs": len(encoder.classes_),
             "sfreq": float(sfreq),
         }
-        if self.model == "MVPFormer" and "segment_len" not in self.module_kwargs_:
+        if self.finetune not in FINETUNE or (self.init is None and self.finetune != "full"):
+            raise ConfigError(f"finetune must be one of {', '.join(FINETUNE)} ('full' unless init names a checkpoint); "
+                              f"got {self.finetune!r} with init {self.init!r}")  # fmt: skip
+        self.__dict__.pop("provenance_", None)  # a refit without init keeps no stale provenance
+        pretrained = self._pretrained(float(sfreq)) if self.init is not None else None
+        if pretrained is not None:
+            self.module_kwargs_.update({k: getattr(pretrained, k) for k in _CHECKPOINT_ARCH})
+            if self.finetune == "linear_probe":
+                self.module_kwargs_["drop_prob"] = 0.0
+        elif self.model == "MVPFormer" and "segment_len" not in self.module_kwargs_:
             from models.mvpformer import segment_samples
 
             # 1 s segments at the data rate unless given (the reference: 5 s at 512 Hz)
@@ -251,8 +297,60 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         self.seed_ = int(self.seed) if self.seed is not None else int(np.random.randint(2**31 - 1))
         torch.manual_seed(self.seed_)
         self.net_ = self._build_net(self.module_kwargs_)
-        self.net_.fit((X * scale).astype(np.float32), encoder.transform(y).astype(np.int64))
+        Xs, ys = (X * scale).astype(np.float32), encoder.transform(y).astype(np.int64)
+        if pretrained is None:
+            self.net_.fit(Xs, ys)
+            return self
+        from models.pretrain import prepare_finetune
+
+        self.net_.initialize()
+        self.provenance_["head"] = self._load_encoder(pretrained)
+        self.provenance_["finetune"] = self.finetune
+        prepare_finetune(self.net_.module_, _PREPARE[self.finetune])
+        self.net_.initialize_optimizer()  # over the adapters too (lora)
+        self.net_.signal_args_set_ = True  # every signal parameter is given; a reset would drop the weights
+        self.net_.partial_fit(Xs, ys)  # trains the initialised module (fit would initialise it afresh)
+        if self.finetune == "lora":
+            _merge_lora(self.net_.module_)
         return self
+
+    def _pretrained(self, sfreq: float):
+        """The checkpoint ``init`` names, as our MVPFormer; sets ``provenance_``."""
+        from models.hub import load_pretrained
+
+        if self.model not in PRETRAINED_MODELS:
+            raise ConfigError(f"init: pretrained checkpoints are supported for {', '.join(PRETRAINED_MODELS)}; "
+                              f"the model is {self.model}")  # fmt: skip
+        pretrained, info = load_pretrained(str(self.init))
+        clash = {k: (v, getattr(pretrained, k)) for k, v in (self.module_params or {}).items()
+                 if k in _CHECKPOINT_ARCH and v != getattr(pretrained, k)}  # fmt: skip
+        if clash:
+            said = ", ".join(f"{k}={mine!r} (checkpoint {theirs!r})" for k, (mine, theirs) in sorted(clash.items()))
+            raise ConfigError(f"init {self.init}: module parameters contradict the checkpoint's architecture: {said}")
+        rate = pretrained._sfreq
+        if rate is not None and abs(float(rate) - sfreq) > 1e-6 * sfreq:
+            raise ConfigError(f"init {self.init}: the checkpoint was trained at {float(rate):g} Hz, the data are at "
+                              f"{sfreq:g} Hz; resample to {float(rate):g} Hz (preprocessing: resample)")  # fmt: skip
+        self.provenance_ = dict(info)
+        return pretrained
+
+    def _load_encoder(self, pretrained) -> str:
+        """Copy the checkpoint's weights into the fresh module.
+
+        Returns how the head was treated: ``"kept"`` (the checkpoint's head has the task's
+        number of classes) or ``"re-initialised"``.
+        """
+        module = self.net_.module_
+        state = dict(pretrained.state_dict())
+        head = _HEAD + "weight"
+        kept = state[head].shape == module.state_dict()[head].shape
+        if not kept:
+            del state[head]  # the fresh, seeded head of the task's classes stays
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {head}:
+            raise ConfigError(f"init {self.init}: the checkpoint does not fit {self.model} "
+                              f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")  # fmt: skip
+        return "kept" if kept else "re-initialised"
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(n_trials, n_classes)`` in the order of ``classes_``."""
@@ -295,6 +393,7 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             "seed": self.seed_,
             "module_kwargs": dict(self.module_kwargs_),
             "state_dict": {k: v.detach().cpu() for k, v in self.net_.module_.state_dict().items()},
+            **({"provenance": dict(self.provenance_)} if hasattr(self, "provenance_") else {}),
         }
 
     @classmethod
@@ -308,9 +407,23 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             clf.module_kwargs_ = dict(checkpoint["module_kwargs"])
             clf.net_ = clf._build_net(clf.module_kwargs_).initialize()
             clf.net_.module_.load_state_dict(checkpoint["state_dict"])
+            if "provenance" in checkpoint:
+                clf.provenance_ = dict(checkpoint["provenance"])
         except (KeyError, TypeError, RuntimeError, AttributeError, IndexError, ValueError) as err:
             raise DataError(f"not a valid DeepClassifier checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
         return clf
+
+
+@torch.no_grad()
+def _merge_lora(module) -> None:
+    """Fold every LoRA adapter into its linear layer (``W + alpha/rank * B A``), in place."""
+    from models.pretrain import LoRALinear
+
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LoRALinear):
+                child.base.weight += (child.alpha / child.rank) * (child.lora_B @ child.lora_A)
+                setattr(parent, name, child.base)
 
 
 class SegmentStream:

@@ -1,0 +1,262 @@
+"""Published MVPFormer checkpoints (models/hub.py) and fine-tuning them (DeepClassifier(init=...)).
+
+No machine here reaches the Hugging Face Hub: the checkpoints are written by braindecode's
+own ``save_pretrained`` (the code ``push_to_hub`` uploads with) with a small config, in
+exactly the published layout (config.json, model.safetensors, pytorch_model.bin, README.md),
+and read with the network cut off.
+"""
+
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from braindecode.models import MVPFormer as BDMVPFormer
+
+from bci.errors import ConfigError, DataError, ModelError
+from models.hub import DEFAULT_USE, describe, load_pretrained, read_card
+from models.mvpformer import MVPFormer
+from pipelines.deep import DeepClassifier
+
+BONN = Path(__file__).parents[1] / ".." / "shared" / "data" / "seizure" / "bonn"
+BONN_SFREQ = 173.61
+SEG = 64  # samples per segment of the small checkpoint
+ARCH = dict(segment_len=SEG, d_model=32, n_layers=2, n_heads=4, n_head_kv=2, d_inner=64, max_segments=16, max_channels=8)
+HUB_ID = "braindecode/mvpformer-s-pretrained"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails (as on a machine without network)."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def write_checkpoint(folder: Path, n_outputs=4, sfreq=BONN_SFREQ, seed=0, segment_len=SEG) -> Path:
+    """A hub-layout MVPFormer checkpoint written by braindecode's save_pretrained."""
+    torch.manual_seed(seed)
+    arch = {**ARCH, "segment_len": segment_len}
+    model = BDMVPFormer(n_outputs=n_outputs, n_chans=1, n_times=4 * segment_len, sfreq=sfreq, drop_prob=0.1, **arch)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # larger than the init's std 0.02, so every term shows in the comparison
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("hub") / "mvpformer-tiny")
+
+
+def bonn(n_files=4, per_file=3, n_times=4 * SEG):
+    """Windows ``(n, 1, n_times)`` of Bonn sets A (healthy) and E (seizure), labels."""
+    if not BONN.is_dir():
+        pytest.skip(f"Bonn data not found at {BONN}")
+    X, y = [], []
+    for folder, label in (("A_Z", "background"), ("E_S", "seizure")):
+        for f in sorted((BONN / folder).glob("*.txt"))[:n_files]:
+            sig = np.loadtxt(f)
+            for i in range(per_file):
+                X.append(sig[None, i * n_times:(i + 1) * n_times])
+                y.append(label)
+    return np.stack(X), np.array(y)
+
+
+def rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_layout_is_the_published_one(checkpoint):
+    assert {p.name for p in checkpoint.iterdir()} == {"config.json", "model.safetensors", "pytorch_model.bin", "README.md"}
+
+
+def test_loads_offline_and_matches_braindecode(checkpoint, no_network):
+    ours, info = load_pretrained(str(checkpoint), local_files_only=True)
+    theirs = BDMVPFormer.from_pretrained(str(checkpoint)).eval()  # braindecode's model, from the same folder
+    assert isinstance(ours, MVPFormer) and not ours.training
+    assert info["n_parameters"] == sum(p.numel() for p in theirs.parameters())
+    torch.manual_seed(3)
+    for shape in [(3, 1, 4 * SEG), (2, 5, 3 * SEG)]:  # the training shape and another montage and length
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            ref_logits, ref_features = theirs(x), theirs(x, return_features=True)
+            logits, hidden = ours(x), ours.encode(x)
+        assert rel(logits, ref_logits) < 1e-4
+        assert rel(hidden[:, -1].mean(1), ref_features["features"]) < 1e-4  # the pooled encoder output
+    assert info["kind"] == "directory" and info["architecture"] == "MVPFormer"
+    assert info["license"] == "apache-2.0"  # braindecode's card for the MVPFormer class
+    assert info["use"] == DEFAULT_USE  # its generated card states no terms: the authors' research-only terms
+    assert "not for diagnostic use" in describe(info)
+
+
+def test_hub_id_from_the_local_cache_offline(checkpoint, tmp_path, no_network):
+    # the cache layout `hf download` leaves: models--org--name/{refs/main, snapshots/<commit>/...}
+    repo = tmp_path / "cache" / ("models--" + HUB_ID.replace("/", "--"))
+    shutil.copytree(checkpoint, repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    card = (repo / "snapshots" / COMMIT / "README.md")
+    card.write_text(card.read_text() + "\nThis software may only be used for research. In particular, the software "
+                    "must not be used for diagnostic purposes.\n")
+    model, info = load_pretrained(HUB_ID, cache_dir=tmp_path / "cache", local_files_only=True)
+    direct, _ = load_pretrained(str(checkpoint))
+    x = torch.randn(2, 3, 2 * SEG)
+    with torch.no_grad():
+        assert torch.equal(model(x), direct(x))
+    assert info["kind"] == "hub" and info["revision"] == COMMIT and info["source"] == HUB_ID
+    assert "diagnostic" in info["use"] and "research" in info["use"]
+    assert "73.6M" in info["description"]
+    assert COMMIT[:12] in describe(info)
+
+
+def test_read_card():
+    card = ("---\nlibrary_name: braindecode\nlicense: other\nlicense_name: research-only\n---\n# Weights\n"
+            "Some text. The weights may only be used for research. They must not be used for diagnostic purposes!\n")
+    assert read_card(card) == {"license": "research-only", "use": "The weights may only be used for research. "
+                                                                  "They must not be used for diagnostic purposes!"}
+    assert read_card("no front matter, nothing said") == {}
+
+
+def test_fine_tunes_one_epoch_on_bonn(checkpoint, tmp_path, no_network):
+    X, y = bonn()
+    pretrained, _ = load_pretrained(str(checkpoint))
+    clf = DeepClassifier("MVPFormer", init=str(checkpoint), sfreq=BONN_SFREQ, max_epochs=1, batch_size=8, seed=0)
+    assert clf.get_params()["init"] == str(checkpoint)  # stored unchanged; fit does the work
+    clf.fit(X, y)
+    module = clf.module_
+    assert len(clf.net_.history) == 1
+    assert module.final_layer.weight.shape == (2, ARCH["d_model"])  # 4 outputs in the checkpoint, 2 classes here
+    assert module.segment_len == SEG and module.codebook_indexing == "reference"
+    before, after = pretrained.state_dict(), module.state_dict()
+    moved = [k for k in after if k.startswith("blocks.") and not torch.equal(after[k], before[k])]
+    assert moved  # the encoder was trained (full fine-tuning) ...
+    assert max(rel(after[k], before[k]) for k in moved) < 0.5  # ... starting from the checkpoint
+    assert clf.predict_proba(X).shape == (len(X), 2)
+    prov = clf.provenance_
+    assert prov["source"] == str(checkpoint) and prov["license"] == "apache-2.0"
+    assert prov["head"] == "re-initialised" and prov["finetune"] == "full"
+    # the saved form keeps weights and provenance, and needs neither the checkpoint nor the network
+    saved = tmp_path / "clf.pt"
+    torch.save(clf.to_checkpoint(), saved)
+    back = DeepClassifier.from_checkpoint(torch.load(saved, weights_only=True))
+    np.testing.assert_allclose(back.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    assert back.provenance_ == prov
+
+
+@pytest.mark.parametrize("finetune", ["freeze", "linear_probe", "lora"])
+def test_frozen_encoder_modes(checkpoint, finetune):
+    X, y = bonn(n_files=2)
+    pretrained, _ = load_pretrained(str(checkpoint))
+    clf = DeepClassifier("MVPFormer", init=str(checkpoint), finetune=finetune, sfreq=BONN_SFREQ,
+                         max_epochs=1, batch_size=4, seed=0, lr=1e-2).fit(X, y)
+    before, after = pretrained.state_dict(), clf.module_.state_dict()
+    assert set(after) == set(before)  # lora: adapters merged, a plain MVPFormer again
+    encoder = [k for k in after if not k.startswith(("final_layer.", "pretrain_head."))]
+    changed = [k for k in encoder if not torch.equal(after[k], before[k])]
+    if finetune == "lora":
+        assert changed and all(k.rsplit(".", 2)[-2] in {"q_attn", "c_attn", "c_proj", "gate_proj", "up_proj", "down_proj"}
+                               for k in changed)  # fmt: skip
+    else:
+        assert not changed  # the encoder kept the checkpoint's weights exactly
+        trainable = {k for k, p in clf.module_.named_parameters() if p.requires_grad}
+        assert trainable == {"final_layer.weight"}
+    assert clf.module_.drop.p == (0.0 if finetune == "linear_probe" else 0.1)
+    assert clf.provenance_["finetune"] == finetune
+
+
+def test_head_kept_when_classes_match(tmp_path):
+    folder = write_checkpoint(tmp_path / "two", n_outputs=2)
+    X, y = bonn(n_files=2)
+    pretrained, _ = load_pretrained(str(folder))
+    clf = DeepClassifier("MVPFormer", init=str(folder), finetune="freeze", sfreq=BONN_SFREQ, max_epochs=1, lr=0.0,
+                         seed=0).fit(X, y)
+    assert clf.provenance_["head"] == "kept"
+    assert torch.equal(clf.module_.final_layer.weight, pretrained.final_layer.weight)
+
+
+def test_one_line_errors(checkpoint, tmp_path, no_network):
+    def one_line(exc_type, *args, **kwargs):
+        with pytest.raises(exc_type) as err:
+            load_pretrained(*args, **kwargs)
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    assert "no checkpoint folder" in one_line(DataError, str(tmp_path / "missing"))
+    corrupt = shutil.copytree(checkpoint, tmp_path / "corrupt")
+    (corrupt / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes()[:200])
+    assert "corrupt model.safetensors" in one_line(DataError, str(corrupt))
+    (corrupt / "model.safetensors").unlink()
+    assert "no model.safetensors" in one_line(DataError, str(corrupt))
+    from braindecode.models import EEGNet
+
+    EEGNet(n_outputs=2, n_chans=4, n_times=256, sfreq=100).save_pretrained(tmp_path / "eegnet")
+    assert "not an MVPFormer checkpoint" in one_line(ModelError, str(tmp_path / "eegnet"))
+    other = shutil.copytree(checkpoint, tmp_path / "other")  # config says d_model 48, the weights are 32 wide
+    (other / "config.json").write_text((other / "config.json").read_text().replace('"d_model": 32', '"d_model": 48'))
+    assert "do not fit" in one_line(ModelError, str(other))
+    message = one_line(ModelError, "braindecode/not-downloaded", cache_dir=tmp_path / "empty", local_files_only=True)
+    assert "hf download braindecode/not-downloaded" in message
+
+
+def test_init_config_errors(checkpoint, tmp_path):
+    X, y = bonn(n_files=1, per_file=2)
+    with pytest.raises(ConfigError, match="checkpoint was trained at 100 Hz"):
+        DeepClassifier("MVPFormer", init=str(write_checkpoint(tmp_path / "hz", sfreq=100)), sfreq=BONN_SFREQ).fit(X, y)
+    with pytest.raises(ConfigError, match="d_model=64"):
+        DeepClassifier("MVPFormer", module_params={"d_model": 64}, init=str(checkpoint), sfreq=BONN_SFREQ).fit(X, y)
+    with pytest.raises(ConfigError, match="supported for MVPFormer"):
+        DeepClassifier("EEGNet", init=str(checkpoint), sfreq=BONN_SFREQ).fit(X, y)
+    with pytest.raises(ConfigError, match="finetune"):
+        DeepClassifier("MVPFormer", finetune="freeze", sfreq=BONN_SFREQ).fit(X, y)
+    with pytest.raises(ConfigError, match="finetune"):
+        DeepClassifier("MVPFormer", init=str(checkpoint), finetune="adapter", sfreq=BONN_SFREQ).fit(X, y)
+
+
+def test_bci_train_then_predict_carry_the_licence(tmp_path, capsys):
+    """``init:`` in a pipeline YAML through ``bci train``; the saved metadata and ``bci predict`` name the terms."""
+    import yaml
+
+    from bci.cli import main
+    from bci.model import TrainedModel
+
+    if not BONN.is_dir():
+        pytest.skip(f"Bonn data not found at {BONN}")
+    import mne
+    from scipy.signal import resample
+
+    ckpt = write_checkpoint(tmp_path / "ckpt", n_outputs=2, sfreq=100.0, segment_len=100)  # 4-s windows: 4 segments
+    data = tmp_path / "bonn"
+    for sub in ("A_Z", "E_S"):
+        (data / sub).mkdir(parents=True)
+        for f in sorted((BONN / sub).glob("*.txt"))[:3]:
+            shutil.copy(f, data / sub / f.name)
+    pipeline = {"name": "MVPFormer-pretrained", "paradigms": ["Seizure"], "pipeline": [{
+        "name": "make_deep_pipeline", "from": "pipelines.deep",
+        "parameters": {"name": "MVPFormer", "init": str(ckpt), "finetune": "freeze",
+                       "channel_mode": "independent", "max_epochs": 1, "batch_size": 16}}]}
+    (tmp_path / "pipeline.yml").write_text(yaml.safe_dump(pipeline))
+    config = {"name": "pretrained MVPFormer", "seed": 0, "preprocessing": {"bandpass": [0.5, 40], "resample": 100},
+              "train": {"task": "seizure", "pipeline": str(tmp_path / "pipeline.yml"), "recordings": [str(data)],
+                        "labels": "A-E", "window": {"sfreq": 100, "length_s": 4.0, "hop_s": 2.0, "settle_s": 3.0, "segment_s": 1.0},
+                        "hop": 1.0}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "train.yaml"), "--out", str(tmp_path / "model"), "--no-progress"]) == 0
+    meta = TrainedModel.load(tmp_path / "model").metadata["pretrained"]
+    assert meta["source"] == str(ckpt) and meta["license"] == "apache-2.0" and meta["finetune"] == "freeze"
+    capsys.readouterr()
+    ictal = np.loadtxt(sorted(data.glob("E_S/*.txt"))[0]) * 1e-6  # a Bonn segment as a 1-channel EDF at 200 Hz
+    raw = mne.io.RawArray(resample(ictal, int(len(ictal) * 200 / BONN_SFREQ))[None], mne.create_info(["EEG"], 200.0, "eeg"),
+                          verbose="error")
+    mne.export.export_raw(tmp_path / "ictal.edf", raw, fmt="edf", verbose="error")
+    assert main(["predict", str(tmp_path / "model"), str(tmp_path / "ictal.edf")]) == 0
+    out = capsys.readouterr().out
+    assert f"fine-tuned from pretrained weights {ckpt} (licence: apache-2.0; research use only, not for diagnostic use" in out
