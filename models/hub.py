@@ -146,12 +146,12 @@ def read_card(text: str) -> dict:
     return out
 
 
-def _card(kind: str, source: str, config_path: Path, *, cache_dir, revision) -> dict:
+def _card(kind: str, source: str, config_path: Path, *, cache_dir, revision, local_files_only: bool) -> dict:
     card = config_path.parent / "README.md"
     if not card.is_file() and kind == "hub":
         try:  # the card beside the config; never fatal (offline, or a repo without one)
             card = Path(_hub().hf_hub_download(source, "README.md", revision=revision, cache_dir=cache_dir,
-                                               local_files_only=True))
+                                               local_files_only=local_files_only))
         except Exception:  # noqa: BLE001 - terms are optional; absence is recorded as unknown
             return {}
     try:
@@ -220,7 +220,7 @@ def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_f
     offline = bool(local_files_only)
     kind, config_path, commit = _resolve(source, cache_dir=cache_dir, local_files_only=offline, revision=revision)
     config = _read_config(config_path, source)
-    card = _card(kind, source, config_path, cache_dir=cache_dir, revision=commit or revision)
+    card = _card(kind, source, config_path, cache_dir=cache_dir, revision=commit or revision, local_files_only=offline)
     # load from the snapshot already resolved, so config and weights are of one commit
     bd_model = _braindecode_from_pretrained(source, cache_dir=cache_dir, local_files_only=offline,
                                             revision=commit or revision)
