@@ -25,6 +25,7 @@ import threading
 import numpy as np
 
 from bci.errors import StreamError
+from models.hub import DEFAULT_USE, describe
 from realtime.decoder import Decoder, DecoderConfig
 from realtime.inlet import Inlet
 
@@ -50,6 +51,9 @@ class DetectorThread:
     def __init__(self, model, feed, monitor: AlarmMonitor, event_log, config=None):
         self.model = model.bind(feed.channels)  # the stream's channels for an any-channel model
         self.model_name = model.name
+        pretrained = model.metadata.get("pretrained")  # the licence and terms of published weights it started from
+        self.terms = describe(pretrained) if pretrained else ""
+        self.use = (pretrained.get("use") or DEFAULT_USE) if pretrained else ""
         self.feed = feed
         self.monitor = monitor
         self.event_log = event_log
@@ -84,7 +88,8 @@ class DetectorThread:
         self.event_log.log(
             "model_loaded",
             f"{m.name} ({m.task}): classes {', '.join(map(str, m.classes))}; {len(m.channels)} input channels at "
-            f"{m.sfreq:g} Hz, {m.window_s:g} s windows every {self.decoder.hop_s:g} s; alarm class {self.positive!r}",
+            f"{m.sfreq:g} Hz, {m.window_s:g} s windows every {self.decoder.hop_s:g} s; alarm class {self.positive!r}"
+            + (f"; {self.terms}" if self.terms else ""),
             stream_time_s=self.feed.time_s,
             details={"model": m.name, "task": m.task, "classes": [str(c) for c in m.classes],
                      "n_channels": len(m.channels), "channel_weights": bool(self._weights)},

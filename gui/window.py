@@ -469,7 +469,9 @@ class DashboardWindow(QtWidgets.QMainWindow):
             if err:
                 text = f"<b style='color:#c40000'>detector error</b> ({err})"[:120]
             L["latency"].setText(text)
-            L["model"].setText(f"model: {getattr(dec, 'model_name', '?')}")
+            use = getattr(dec, "use", "")  # published weights: their terms of use, always in view
+            L["model"].setText(f"model: {getattr(dec, 'model_name', '?')}" + (f" <b>({use.split(' (')[0]})</b>" if use else ""))
+            L["model"].setToolTip(getattr(dec, "terms", ""))
         else:
             L["latency"].setText("latency: – (no detector)")
             L["model"].setText("model: none")

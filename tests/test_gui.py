@@ -535,3 +535,32 @@ def test_dashboard_config_is_validated(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_dashboard_config(path)
+
+
+def test_pretrained_weights_terms_stay_in_the_status_bar(qapp, data_dir, seizure_model_dir, tmp_path):
+    """A model fine-tuned from published weights (bci train records their licence and terms)
+    shows their terms of use beside its name, and the event log records them."""
+    import json
+    import shutil
+
+    from gui.app import Session
+    from gui.eventlog import EventLog
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(seizure_model_dir, model_dir)
+    meta = json.loads((model_dir / "model.json").read_text())
+    meta["metadata"]["pretrained"] = {"source": "braindecode/mvpformer-s-pretrained", "license": "apache-2.0",
+                                      "use": "research use only, not for diagnostic use"}  # fmt: skip
+    (model_dir / "model.json").write_text(json.dumps(meta))
+    db = tmp_path / "events.sqlite"
+    session = Session(replay=data_dir / "seizure" / "malow", model_dir=model_dir, config=_config(), events=db, speed=20.0)
+    try:
+        w = session.window
+        w.show()
+        assert pump(qapp, lambda: "research use only" in w.status_labels["model"].text(), 10)
+        assert "mvpformer-s-pretrained" in w.status_labels["model"].toolTip()
+    finally:
+        session.close()
+    log = EventLog(db)
+    assert "licence: apache-2.0" in log.events("model_loaded")[0].message
+    log.close()
