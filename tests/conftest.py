@@ -100,3 +100,21 @@ def seizure_bids(tmp_path_factory) -> Path:
         raw = synthetic_seizure_raw(300.0, seizure, seed=i)
         mne_bids.write_raw_bids(raw, path, format="EDF", allow_preload=True, verbose="error")
     return root
+
+
+def eeg_outlet(name: str, labels, sfreq: float, *, labelled: bool = True, channel_format: str = "float32"):
+    """An LSL outlet of EEG in microvolts named ``name`` with channel ``labels`` in its meta-data
+    (none when ``labelled`` is False), as a headset's driver publishes it."""
+    import uuid
+
+    import pylsl
+
+    formats = {"float32": pylsl.cf_float32, "double64": pylsl.cf_double64}
+    info = pylsl.StreamInfo(name, "EEG", len(labels), sfreq, formats[channel_format], f"src-{uuid.uuid4().hex[:8]}")
+    if labelled:
+        chans = info.desc().append_child("channels")
+        for label in labels:
+            ch = chans.append_child("channel")
+            for key, value in (("label", label), ("unit", "microvolts"), ("type", "EEG")):
+                ch.append_child_value(key, value)
+    return pylsl.StreamOutlet(info)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bci.alarm import AlarmRule, detect_alarms, operating_point
 from bci.errors import ConfigError, DataError
+from tests.conftest import eeg_outlet
 
 
 def batch_alarms(times, proba, threshold, duration_s, smoothing_s, warmup_s):
@@ -181,13 +182,7 @@ def live_alarms(model, rec, **config) -> tuple[list[tuple[float, float]], int, d
     from realtime.decoder import Decoder, DecoderConfig
 
     tag = uuid.uuid4().hex[:8]
-    info = pylsl.StreamInfo(f"rec-{tag}", "EEG", len(rec.channels), rec.sfreq, pylsl.cf_double64, f"src-{tag}")
-    chans = info.desc().append_child("channels")
-    for label in rec.channels.names:
-        ch = chans.append_child("channel")
-        for key, value in (("label", label), ("unit", "microvolts"), ("type", "EEG")):
-            ch.append_child_value(key, value)
-    outlet = pylsl.StreamOutlet(info)
+    outlet = eeg_outlet(f"rec-{tag}", rec.channels.names, rec.sfreq, channel_format="double64")
     cfg = DecoderConfig.load(outlet_name=f"out-{tag}", marker_name=f"mk-{tag}", resolve_timeout_s=3.0, **config)
     decoder = Decoder(model, f"rec-{tag}", cfg).open()
     found = pylsl.resolve_byprop("name", cfg.marker_name, timeout=3.0)

@@ -12,6 +12,7 @@ from pyriemann.utils.mean import mean_riemann
 
 from bci.errors import DataError
 from pipelines.alignment import OnlineReference
+from tests.conftest import eeg_outlet
 
 TWO_B = {
     "name": "2b pseudo-online (test)",
@@ -111,7 +112,6 @@ def test_bci_stream_gives_the_pseudo_online_decisions_on_a_replayed_session(pseu
     adaptation on: the same probabilities, trial by trial, as the pseudo-online evaluation's
     incremental mode, whose accuracy it also reproduces."""
     import pandas as pd
-    import pylsl
     from sklearn.base import clone
 
     from bci.config import load_config
@@ -137,13 +137,7 @@ def test_bci_stream_gives_the_pseudo_online_decisions_on_a_replayed_session(pseu
     assert (labels == y[test]).astype(int).tolist() == json.loads(row.params)["correct"]
 
     tag = uuid.uuid4().hex[:8]
-    info = pylsl.StreamInfo(f"2b-{tag}", "EEG", X.shape[1], sfreq, pylsl.cf_double64, f"src-{tag}")
-    chans = info.desc().append_child("channels")
-    for label in model.input_channels.names:
-        ch = chans.append_child("channel")
-        for key, value in (("label", label), ("unit", "microvolts"), ("type", "EEG")):
-            ch.append_child_value(key, value)
-    outlet = pylsl.StreamOutlet(info)
+    outlet = eeg_outlet(f"2b-{tag}", model.input_channels.names, sfreq, channel_format="double64")
     decoder = Decoder(model, f"2b-{tag}", DecoderConfig.load(outlet_name=f"o-{tag}", marker_name=f"m-{tag}", resolve_timeout_s=3.0,
                                                              smoothing="none", adapt=True)).open()  # fmt: skip
     try:

@@ -23,6 +23,7 @@ from realtime.decoder import Decoder, DecoderConfig  # noqa: E402
 from realtime.inlet import Inlet, resolve  # noqa: E402
 from realtime.replay import Replay  # noqa: E402
 from realtime.telemetry import LatencyStats  # noqa: E402
+from tests.conftest import eeg_outlet  # noqa: E402
 
 EDF = "mne_data/MNE-eegbci-data/files/eegmmidb/1.0.0/S001/S001R04.edf"
 EDF_OTHER_RUN = "mne_data/MNE-eegbci-data/files/eegmmidb/1.0.0/S001/S001R08.edf"
@@ -235,29 +236,17 @@ def test_stream_loss_and_return(data_dir, trained_model_dir):
     assert len(values) == s["decisions"] and np.all(np.isfinite(values))
 
 
-def _labelled_outlet(name: str, channels, sfreq: float, labelled: bool = True) -> pylsl.StreamOutlet:
-    info = pylsl.StreamInfo(name, "EEG", len(channels), sfreq, pylsl.cf_float32, unique("src"))
-    if labelled:
-        chans = info.desc().append_child("channels")
-        for label in channels:
-            ch = chans.append_child("channel")
-            ch.append_child_value("label", label)
-            ch.append_child_value("unit", "microvolts")
-            ch.append_child_value("type", "EEG")
-    return pylsl.StreamOutlet(info)
-
-
 def test_wrong_channel_count_refused_with_a_clear_error(trained_model_dir):
     from bci.model import TrainedModel
 
     model = TrainedModel.load(trained_model_dir)
     n_model = len(model.input_channels)
     name = unique("amp3")
-    outlet = _labelled_outlet(name, ["ch1", "ch2", "ch3"], 160.0, labelled=False)  # noqa: F841 - kept alive
+    outlet = eeg_outlet(name, ["ch1", "ch2", "ch3"], 160.0, labelled=False)  # noqa: F841 - kept alive
     with pytest.raises(StreamError, match=rf"no channel labels and 3 channels; the model expects {n_model} \(FC3"):
         Decoder(model, name, config()).open()
     name = unique("amp-bonn")
-    outlet2 = _labelled_outlet(name, ["ch1"], 160.0)  # noqa: F841 - a single iEEG contact
+    outlet2 = eeg_outlet(name, ["ch1"], 160.0)  # noqa: F841 - a single iEEG contact
     with pytest.raises(StreamError, match=r"\(1 ch @ 160 Hz\) cannot feed the model: .* missing"):
         Decoder(model, name, config()).open()
     missing = unique("nobody")
@@ -286,7 +275,7 @@ def test_nan_and_flat_channels_withhold_decisions_with_a_reason(data_dir, traine
     names = list(model.input_channels.names)
     x = rec.data[[rec.channels.index(n) for n in names]] * 1e6  # microvolts, the model's channels
     name = unique("amp")
-    outlet = _labelled_outlet(name, names, rec.sfreq)
+    outlet = eeg_outlet(name, names, rec.sfreq)
     cfg = config(smoothing="none", settle_s=0.5)
     decoder = Decoder(model, name, cfg).open()
     markers = open_inlet(cfg.marker_name)
@@ -352,7 +341,7 @@ def test_backlog_decodes_latest_window_and_counts_dropped(data_dir, trained_mode
     names = list(model.input_channels.names)
     x = rec.data[[rec.channels.index(n) for n in names]] * 1e6
     name = unique("amp")
-    outlet = _labelled_outlet(name, names, rec.sfreq)
+    outlet = eeg_outlet(name, names, rec.sfreq)
     decoder = Decoder(model, name, config(smoothing="none")).open()
     wait_until(outlet.have_consumers, 3.0, what="a consumer")
     n = int(5 * rec.sfreq)
