@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import load_config
+from .config import check_keys, load_config
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,7 @@ class CalibrationConfig:
         section = cfg.get("calibration")
         if not isinstance(section, dict):
             raise cfg.error("calibration", "missing; expected a mapping with at least 'classes'")
-        unknown = set(section) - CALIBRATION_KEYS
-        if unknown:
-            raise cfg.error(f"calibration.{sorted(unknown)[0]}", f"unknown key; allowed: {', '.join(sorted(CALIBRATION_KEYS))}")
+        check_keys(section, CALIBRATION_KEYS, f"{cfg.path}: calibration")
         classes = section.get("classes")
         if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
             raise cfg.error("calibration.classes", f"expected a list of class names, found {classes!r}")

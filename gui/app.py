@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bci.alarm import AlarmRule
-from bci.config import Config, load_config
+from bci.config import Config, check_keys, load_config
 from bci.errors import BCIError, ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def validate_dashboard(section: dict, cfg: Config | None = None) -> dict:
     def error(key, message):
         return cfg.error(key, message) if cfg is not None else ConfigError(f"{key}: {message}")
 
+    where = f"{cfg.path}: dashboard" if cfg is not None else "dashboard"
+    check_keys(section, [*_CHECKS, *_SUB, "alarm"], where)
     out = copy.deepcopy(DEFAULTS)
     for key, value in section.items():
         if key == "alarm":  # the one alarm rule's section (bci.alarm)
@@ -106,18 +108,12 @@ def validate_dashboard(section: dict, cfg: Config | None = None) -> dict:
                 raise (ConfigError(f"{cfg.path}: {exc}") if cfg is not None else exc) from None
             continue
         if key in _SUB:
-            if not isinstance(value, dict):
-                raise error(f"dashboard.{key}", f"expected a mapping, found {value!r}")
-            for sub, v in value.items():
-                if sub not in _SUB[key]:
-                    raise error(f"dashboard.{key}.{sub}", f"unknown key; allowed: {', '.join(_SUB[key])}")
+            for sub, v in check_keys(value, _SUB[key], f"{where}.{key}").items():
                 ok, what = _SUB[key][sub]
                 if not ok(v):
                     raise error(f"dashboard.{key}.{sub}", f"expected {what}, found {v!r}")
                 out[key][sub] = v
             continue
-        if key not in _CHECKS:
-            raise error(f"dashboard.{key}", f"unknown key; allowed: {', '.join(sorted([*_CHECKS, *_SUB, 'alarm']))}")
         ok, what = _CHECKS[key]
         if not ok(value):
             raise error(f"dashboard.{key}", f"expected {what}, found {value!r}")
