@@ -90,15 +90,18 @@ def rasterise(top: np.ndarray, bottom: np.ndarray, height: int) -> np.ndarray:
 
     ``top``, ``bottom``: ``(C, n)`` inclusive rows within ``[0, height)`` as from
     :func:`column_spans` (``top > bottom``: nothing). Each span adds +1 at its top row and
-    -1 below its bottom row; a running sum down each column counts the spans covering a
-    pixel.
+    -1 below its bottom row in its column's block of ``height + 1`` counters; every block
+    sums to zero, so ONE running sum over all blocks (contiguous, the fast path) counts
+    the spans covering each pixel.
     """
     n = top.shape[1]
     ok = top <= bottom
-    col = np.broadcast_to(np.arange(n), top.shape)[ok]
+    block = np.broadcast_to(np.arange(n) * (height + 1), top.shape)[ok]
     size = (height + 1) * n
-    marks = np.bincount(top[ok] * n + col, minlength=size) - np.bincount((bottom[ok] + 1) * n + col, minlength=size)
-    return np.cumsum(marks.reshape(height + 1, n)[:height], axis=0, dtype=np.int32) > 0
+    depth = np.bincount(block + top[ok], minlength=size)
+    depth -= np.bincount(block + bottom[ok] + 1, minlength=size)
+    np.cumsum(depth, out=depth)
+    return (depth.reshape(n, height + 1)[:, :height] > 0).T
 
 
 class PageRaster:
@@ -131,7 +134,10 @@ class PageRaster:
         for a, b in self.drawn:
             lo, hi = bin_extremes(decimator, processor, rows, a - 1, b, k)
             ink = rasterise(*column_spans(lo, hi, base, scale, height), height)
-            self.image[:, np.arange(a, b) % capacity] = np.where(ink, INK, np.uint32(0))
+            pos = a % capacity
+            split = min(b - a, capacity - pos)  # the ring wraps after this many columns
+            self.image[:, pos : pos + split] = ink[:, :split] * INK
+            self.image[:, : b - a - split] = ink[:, split:] * INK
         self.valid = (c0, max(c0, min(c1, processor.end // k)))
 
     def page(self, c0: int, c1: int) -> np.ndarray:
