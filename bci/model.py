@@ -178,7 +178,20 @@ class TrainedModel:
     def predict_proba(self, windows) -> np.ndarray:
         """Class probabilities ``(n, n_classes)``, columns in the order of :attr:`classes`."""
         X = self._check(windows)
-        return self.order_proba(np.asarray(self.estimator.predict_proba(X), dtype=np.float64))
+        fast = self._fast_proba()
+        proba = fast(X) if fast is not None else self.estimator.predict_proba(X)
+        return self.order_proba(np.asarray(proba, dtype=np.float64))
+
+    def _fast_proba(self):
+        """The estimator's closed-form path (:func:`bci.fastpath.compile_proba`: tangent space +
+        linear classifier), compiled on first use and again after a refit; None when it has none."""
+        fast = self.__dict__.get("_fast")
+        if fast is not None and fast[0] is self.estimator and (fast[1] is None or fast[1].valid()):
+            return fast[1]
+        from .fastpath import compile_proba
+
+        self.__dict__["_fast"] = (self.estimator, compile_proba(self.estimator))
+        return self.__dict__["_fast"][1]
 
     def order_proba(self, proba: np.ndarray) -> np.ndarray:
         """Probabilities in the estimator's ``classes_`` order -> the order of :attr:`classes`."""

@@ -353,9 +353,15 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         return "kept" if kept else "re-initialised"
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities ``(n_trials, n_classes)`` in the order of ``classes_``."""
+        """Class probabilities ``(n_trials, n_classes)`` in the order of ``classes_``.
+
+        The module is called directly (eval mode, no autograd, batches of ``batch_size``
+        as skorch's ``net_.predict_proba`` makes them, its ``predict_nonlinearity``
+        applied): the same probabilities without skorch's per-call ``DataLoader`` and
+        train/eval toggling of every submodule, which cost as much as a batch-1 forward of
+        a small network in the live loop (:func:`_skorch_proba` is the reference path)."""
         check_is_fitted(self, "net_")
-        return self.net_.predict_proba(self._prepare(X))
+        return _direct_proba(self.net_, self._prepare(X))
 
     def predict(self, X) -> np.ndarray:
         """The most probable class label of every trial."""
@@ -412,6 +418,31 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         except (KeyError, TypeError, RuntimeError, AttributeError, IndexError, ValueError) as err:
             raise DataError(f"not a valid DeepClassifier checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
         return clf
+
+
+def _direct_proba(net, X: np.ndarray) -> np.ndarray:
+    """``net.predict_proba(X)`` (a fitted skorch net, ``X`` float32) without skorch's data loader."""
+    if getattr(net, "cropped", False):  # braindecode's cropped decoding averages per trial: skorch's path
+        return net.predict_proba(X)
+    module = net.module_
+    if module.training:  # as skorch's evaluation step (once here, not on every call)
+        module.train(False)
+    nonlin = net._get_predict_nonlinearity()
+    step = max(1, int(net.batch_size)) if net.batch_size not in (None, -1) else len(X)
+    x_all = torch.from_numpy(np.ascontiguousarray(X))
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(X), step):
+            yp = module(x_all[i : i + step].to(net.device))
+            yp = yp[0] if isinstance(yp, tuple) else yp
+            out.append(nonlin(yp).cpu().numpy())
+    return out[0] if len(out) == 1 else np.concatenate(out, 0)
+
+
+def _skorch_proba(clf: DeepClassifier, X) -> np.ndarray:
+    """The reference path: skorch's ``predict_proba`` on the same prepared input (tests)."""
+    check_is_fitted(clf, "net_")
+    return clf.net_.predict_proba(clf._prepare(X))
 
 
 @torch.no_grad()

@@ -51,12 +51,13 @@ class LatencyStats:
         return float(np.percentile(self._recent[:n], q)) if n else float("nan")
 
     def summary(self, prefix: str = "latency") -> dict:
-        """``{prefix_p50_ms, _p95_ms, _p99_ms, _max_ms, _mean_ms}`` (NaN when empty)."""
+        """``{prefix_p50_ms, _p95_ms, _p99_ms, _p999_ms (p99.9), _max_ms, _mean_ms}`` (NaN when empty)."""
         ms = 1e3
         return {
             f"{prefix}_p50_ms": self.percentile(50) * ms,
             f"{prefix}_p95_ms": self.percentile(95) * ms,
             f"{prefix}_p99_ms": self.percentile(99) * ms,
+            f"{prefix}_p999_ms": self.percentile(99.9) * ms,
             f"{prefix}_max_ms": (self.max if self.count else float("nan")) * ms,
             f"{prefix}_mean_ms": (self.total / self.count if self.count else float("nan")) * ms,
         }

@@ -1,0 +1,147 @@
+"""The live loop's fast inference paths give the reference paths' probabilities.
+
+- :class:`pipelines.deep.DeepClassifier`'s direct module call vs skorch's ``predict_proba``;
+- :mod:`bci.fastpath` (closed-form tangent space + linear classifier) vs the scikit-learn
+  pipeline, through :meth:`bci.model.TrainedModel.predict_proba` too;
+- :mod:`realtime.telemetry`'s p99.9.
+
+All on real PhysioNet EEGBCI trials (subject 1, runs 4 and 8, 8-30 Hz, 0.5-2.5 s).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import EEGBCI
+
+CHANNELS = ["FC3", "FC1", "FCz", "FC2", "FC4", "C3", "C1", "Cz", "C2", "C4", "CP3", "CPz", "CP4"]
+
+
+@pytest.fixture(scope="module")
+def trials():
+    mne = pytest.importorskip("mne")
+    files = [EEGBCI / "S001" / f"S001R{r:02d}.edf" for r in (4, 8)]
+    if not all(f.is_file() for f in files):
+        pytest.skip("PhysioNet EEGBCI subject 1 is not in ../shared/data")
+    X, y = [], []
+    for f in files:
+        raw = mne.io.read_raw_edf(f, preload=True, verbose=False)
+        mne.datasets.eegbci.standardize(raw)
+        raw.pick(CHANNELS).filter(8.0, 30.0, verbose=False)
+        events, _ = mne.events_from_annotations(raw, event_id={"T1": 1, "T2": 2}, verbose=False)
+        ep = mne.Epochs(raw, events, tmin=0.5, tmax=2.5 - 1 / 160, baseline=None, preload=True, verbose=False)
+        X.append(ep.get_data())
+        y.append(np.where(ep.events[:, 2] == 1, "left_hand", "right_hand"))
+    return np.concatenate(X), np.concatenate(y)
+
+
+# ------------------------------------------------------------------- deep
+@pytest.mark.parametrize("name", ["DBConformer", "EEGNet"])
+def test_deep_direct_path_equals_skorch(trials, name):
+    import torch
+
+    from pipelines.deep import _skorch_proba, make_deep_pipeline
+
+    X, y = trials
+    torch.set_num_threads(1)
+    clf = make_deep_pipeline(name, sfreq=160.0, max_epochs=2, batch_size=16, seed=0).fit(X, y)
+    for batch in (X[:1], X[:16], X):  # one window (the live loop), one batch, several batches (chunked)
+        fast, ref = clf.predict_proba(batch), _skorch_proba(clf, batch)
+        assert fast.shape == ref.shape == (len(batch), 2) and fast.dtype == ref.dtype
+        np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-6)
+    assert not clf.module_.training
+    clf.module_.train()  # left in training mode (e.g. by a fine-tune): predictions switch it back, as skorch does
+    np.testing.assert_allclose(clf.predict_proba(X[:3]), _skorch_proba(clf, X[:3]), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------ tangent space fast path
+def _ts_pipelines():
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    from pipelines.augmented import AugmentedCovariances
+
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    return {
+        "ACM+TS+SVM calibrated": CalibratedClassifierCV(
+            make_pipeline(make_pipeline(AugmentedCovariances(order=2, lag=2), TangentSpace(), SVC(kernel="linear"))),
+            cv=cv, ensemble=False),
+        "Cov+TS+LR": make_pipeline(Covariances("oas"), TangentSpace(), LogisticRegression(max_iter=500)),
+        "Cov+TS+LR calibrated": CalibratedClassifierCV(
+            make_pipeline(Covariances("oas"), TangentSpace(), LogisticRegression(max_iter=500)), cv=cv, ensemble=False),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("key", list(_ts_pipelines()))
+def test_tangent_space_fast_path_equals_pipeline(trials, key):
+    from bci.fastpath import compile_proba
+
+    X, y = trials
+    est = _ts_pipelines()[key].fit(X[::2], y[::2])
+    fast = compile_proba(est)
+    assert fast is not None
+    held_out = X[1::2]
+    ref = est.predict_proba(held_out)
+    assert 0.05 < ref[:, 1].min() or ref[:, 1].max() < 0.95 or ref[:, 1].std() > 0.01  # not a saturated check
+    np.testing.assert_allclose(fast(held_out), ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast(held_out[:1]), ref[:1], rtol=1e-9, atol=1e-12)  # batch 1
+
+
+def test_unsupported_pipelines_have_no_fast_path(trials):
+    from pyriemann.classification import MDM
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    from bci.fastpath import compile_proba
+
+    X, y = trials
+    for est in (make_pipeline(Covariances("oas"), TangentSpace(), SVC(kernel="rbf", probability=True)),
+                make_pipeline(Covariances("oas"), MDM()),
+                make_pipeline(Covariances("oas"), TangentSpace(metric="logeuclid"), SVC(kernel="linear", probability=True))):
+        assert compile_proba(est.fit(X[:20], y[:20])) is None
+
+
+def test_trained_model_uses_fast_path_and_recompiles_after_refit(trials):
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from bci.channels import ChannelSet
+    from bci.model import TrainedModel
+
+    X, y = trials
+    est = make_pipeline(Covariances("oas"), TangentSpace(), LogisticRegression(max_iter=500)).fit(X[:20], y[:20])
+    model = TrainedModel(name="ts", estimator=est, classes=["right_hand", "left_hand"],  # not the fitted order
+                         input_channels=ChannelSet(CHANNELS), sfreq=160.0, window_s=2.0, hop_s=0.5,
+                         preprocessing={"bandpass": [8, 30]})  # fmt: skip
+    ref = est.predict_proba(X[20:])[:, ::-1]
+    np.testing.assert_allclose(model.predict_proba(X[20:]), ref, rtol=1e-9, atol=1e-12)
+    first = model._fast_proba()
+    assert first is not None and model._fast_proba() is first
+    est.fit(X[10:], y[10:])  # refit in place: the compiled copy is stale
+    again = model._fast_proba()
+    assert again is not None and again is not first
+    np.testing.assert_allclose(model.predict_proba(X[:5]), est.predict_proba(X[:5])[:, ::-1], rtol=1e-9, atol=1e-12)
+
+
+# --------------------------------------------------------------- telemetry
+def test_latency_stats_tail_percentiles():
+    from realtime.telemetry import LatencyStats
+
+    stats = LatencyStats()
+    values = np.r_[np.full(9990, 0.005), np.linspace(0.02, 0.03, 10)]
+    for v in values:
+        stats.add(float(v))
+    s = stats.summary("x")
+    assert s["x_p99_ms"] == pytest.approx(5.0, rel=0.02)
+    assert s["x_p999_ms"] == pytest.approx(np.percentile(values, 99.9, method="higher") * 1e3, rel=0.02)
+    assert s["x_max_ms"] == pytest.approx(30.0)
