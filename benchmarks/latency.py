@@ -6,7 +6,10 @@ stamped at the push) and a **loop process** (:class:`realtime.decoder.Decoder`: 
 channel mapping, causal preprocessing, the saved model, smoothing, ``bci-out``). The loop
 records, for every decision, the time from the arrival of its window's last sample
 (local clock at the pull that returned it) to the return of the push on ``bci-out``;
-the table gives p50/p95/p99/max of it, the model call alone, and the counters:
+the table gives p50/p95/p99/p99.9/max of it, the model call alone (p50, p99), its ratio to
+the transport floor measured in the same run (``p50_x_floor``, ``p99_x_floor``: over the
+1 ms-poll transport's p50 and p99, the loop's own way of reading), the 1-minute load
+average before and after each case, and the counters:
 ``dropped_windows`` (decisions skipped because the loop was behind) and
 ``dropped_samples`` (samples pushed that the loop never got, plus any gap in the
 timestamps).
@@ -32,6 +35,9 @@ DBConformer case, sampling the loop process's resident memory: growth after warm
 drops, crashes. At 20x the model's 62.5 ms hop asks for 320 decisions per second; the
 loop decodes what it can and counts the rest as dropped windows (``--hop 1.25`` keeps
 the real-time decision rate, 16 per second, for a drop-free check).
+
+``--no-gc-control`` runs the loop with the garbage collector left alone (``realtime.decoder.GC_CONTROL``)
+for an A/B of the jitter measures.
 
 Run as ``python -m benchmarks.latency [--json PATH]`` (or ``bci bench latency``).
 """
@@ -201,14 +207,17 @@ def replay_process(path: str, name: str, speed: float, seconds: float | None, lo
         queue.put(("replay", {"error": f"{type(exc).__name__}: {exc}"}))
 
 
-def loop_process(model_dir: str, name: str, max_s: float, memory_every: float, queue, hop_s=None) -> None:
+def loop_process(model_dir: str, name: str, max_s: float, memory_every: float, queue, hop_s=None,
+                 gc_control: bool = True) -> None:
     """Decode stream ``name`` until it ends (its outlet closes) or ``max_s``; report telemetry."""
     from realtime import quiet_liblsl
 
     _pin_threads()
     quiet_liblsl()
+    import realtime.decoder
     from realtime.decoder import Decoder, DecoderConfig
 
+    realtime.decoder.GC_CONTROL = gc_control
     try:
         uid = uuid.uuid4().hex[:8]
         cfg = DecoderConfig.load(outlet_name=f"bench-out-{uid}", marker_name=f"bench-mk-{uid}",
@@ -239,7 +248,8 @@ def loop_process(model_dir: str, name: str, max_s: float, memory_every: float, q
 
 
 def run_case(model_dir: Path, source: Path, *, speed: float, seconds: float | None, loop: bool = False,
-             memory_every: float = 5.0, timeout: float = 900.0, hop_s: float | None = None) -> dict:
+             memory_every: float = 5.0, timeout: float = 900.0, hop_s: float | None = None,
+             gc_control: bool = True) -> dict:
     """Replay process -> loop process; returns the loop's summary with the replay's counts."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -247,7 +257,8 @@ def run_case(model_dir: Path, source: Path, *, speed: float, seconds: float | No
     rec_seconds = seconds
     wall = (rec_seconds or 600.0) / speed
     rp = ctx.Process(target=replay_process, args=(str(source), name, speed, seconds, loop, queue), daemon=True)
-    lp = ctx.Process(target=loop_process, args=(str(model_dir), name, wall + 120.0, memory_every, queue, hop_s), daemon=True)
+    lp = ctx.Process(target=loop_process, args=(str(model_dir), name, wall + 120.0, memory_every, queue, hop_s, gc_control),
+                    daemon=True)
     rp.start()
     lp.start()
     results = {}
@@ -363,13 +374,25 @@ def _row(case: str, res: dict, target: str) -> dict:
         "p50_ms": res.get("latency_p50_ms"),
         "p95_ms": res.get("latency_p95_ms"),
         "p99_ms": res.get("latency_p99_ms"),
+        "p99.9_ms": res.get("latency_p999_ms"),
         "max_ms": res.get("latency_max_ms"),
         "model_p50_ms": res.get("model_p50_ms"),
+        "model_p99_ms": res.get("model_p99_ms"),
         "dropped_windows": res.get("dropped_windows"),
         "samples": received,
         "dropped_samples": dropped,
         "target": target,
     }
+
+
+def _floor_ratios(rows: list[dict], floor: dict) -> None:
+    """Each decoding case's p50 and p99 over the transport floor's (the 1 ms-poll transport)."""
+    for row in rows:
+        if row.get("decisions") is None or "error" in row:
+            continue
+        for q in ("p50", "p99"):
+            mine, base = row.get(f"{q}_ms"), floor.get(f"{q}_ms")
+            row[f"{q}_x_floor"] = round(mine / base, 1) if mine and base else None
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -383,6 +406,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--long", action="store_true", help="instead: 30 min of signal at 20x through the DBConformer loop (memory, drops, crashes)")
     parser.add_argument("--long-minutes", type=float, default=30.0, help=argparse.SUPPRESS)
     parser.add_argument("--hop", type=float, help="seconds between decisions (default: each model's hop)")
+    parser.add_argument("--no-gc-control", action="store_true", help="leave the loop's garbage collector alone (A/B)")
     args = parser.parse_args(argv)
     _pin_threads()
     from realtime import quiet_liblsl
@@ -408,12 +432,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         emit([row], "Long run: live loop memory and drops (replay process -> loop process, LSL loopback)", args.json)
         return [row]
 
+    load_start = os.getloadavg()
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
     plan = {
-        "dbconformer": ("22 ch @ 250 Hz, DBConformer", "dbconformer", "dbconformer", "p99 <= 15 ms"),
-        "acm": ("64 ch @ 160 Hz, ACM(2,2)+TS+SVM", "acm", "acm", "p99 <= 15 ms"),
+        "dbconformer": ("22 ch @ 250 Hz, DBConformer", "dbconformer", "dbconformer", "p99 <= 10 ms"),
+        "acm": ("64 ch @ 160 Hz, ACM(2,2)+TS+SVM", "acm", "acm", "p99 <= 10 ms"),
         "acm1000": ("64 ch @ 1000 Hz, ACM(2,2)+TS+SVM (live resample to 160 Hz)", "acm", "acm1000", "0 dropped samples"),
-        "mvpformer": ("21 ch @ 100 Hz, MVPFormer tiny (streaming)", "mvpformer", "mvpformer", "-"),
+        "mvpformer": ("21 ch @ 100 Hz, MVPFormer tiny (streaming)", "mvpformer", "mvpformer", "p99 <= 10 ms"),
     }
     rows = []
     for key in wanted:
@@ -421,22 +446,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         label, model_key, source_key, target = plan[key]
         print(f"running {label} ({args.seconds:g} s of signal at {args.speed:g}x) ...", flush=True)
-        res = run_case(models[model_key], sources[source_key], speed=args.speed, seconds=args.seconds, hop_s=args.hop)
-        rows.append(_row(label, res, target))
+        load = os.getloadavg()[0]
+        res = run_case(models[model_key], sources[source_key], speed=args.speed, seconds=args.seconds, hop_s=args.hop,
+                       gc_control=not args.no_gc_control)
+        rows.append({**_row(label, res, target), "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)})
     if "lsl" in wanted:
         n = int(min(args.seconds, 30.0))
         for poll_s, label in ((0.0, "LSL transport only (peer floor), busy poll"), (0.001, "LSL transport only, 1 ms poll (the loop's)")):
             print(f"running {label} ...", flush=True)
+            load = os.getloadavg()[0]
             res = run_transport(poll_s, n)
             rows.append({"case": label, "path": "push_sample -> pull_chunk", "decisions": None,
                          "p50_ms": res.get("latency_p50_ms"), "p95_ms": res.get("latency_p95_ms"),
-                         "p99_ms": res.get("latency_p99_ms"), "max_ms": res.get("latency_max_ms"),
+                         "p99_ms": res.get("latency_p99_ms"), "p99.9_ms": res.get("latency_p999_ms"),
+                         "max_ms": res.get("latency_max_ms"),
                          "samples": res.get("received"),
                          "dropped_samples": (res["pushed"] - res["received"]) if res.get("pushed") is not None and res.get("received") is not None else None,
-                         "target": "~0.3-0.5 ms median"})
+                         "target": "~0.3-0.5 ms median", "load_before": round(load, 2),
+                         "load_after": round(os.getloadavg()[0], 2)})
+        _floor_ratios(rows, rows[-1])
+    gc_note = "; GC left alone" if args.no_gc_control else ""
     title = (f"Live loop latency: window's last sample arrival -> result on bci-out "
-             f"({args.seconds:g} s of signal per case at {args.speed:g}x; replay and loop in separate processes)")
+             f"({args.seconds:g} s of signal per case at {args.speed:g}x; replay and loop in separate processes{gc_note})")
     emit(rows, title, args.json)
+    print("load average (1/5/15 min): before " + " ".join(f"{x:.2f}" for x in load_start)
+          + ", after " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     return rows
 
 

@@ -31,6 +31,7 @@ finite value meanwhile so their state stays finite. Flat channels (peak-to-peak 
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -48,6 +49,12 @@ from bci.errors import ConfigError, StreamError
 
 from .inlet import Inlet, StreamLost
 from .telemetry import LatencyStats
+
+#: Keep the garbage collector off decisions: after warm-up everything alive (modules, the
+#: model, buffers) is moved out of the collector's reach (``gc.freeze``), and collection is
+#: disabled while samples are processed and decided, so a collection (triggered by an
+#: allocation count) happens between decisions, never inside one. ``False`` leaves the GC alone.
+GC_CONTROL = True
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +260,7 @@ class Decoder:
         self.alarm_rule = m.alarm_rule(cfg.alarm)  # the config's, else the model's operating point
         self.smoother = Smoother(cfg.smoothing, len(self._classes), cfg.alpha, cfg.n_average)
         self._build_outlets()
+        self._warm_up()
         self._begin_processing()
         self.state = "filling"
         self._marker(f"started: {m.name} on {self.inlet.info.name()}", pylsl.local_clock())
@@ -280,6 +288,20 @@ class Decoder:
         minfo = pylsl.StreamInfo(cfg.marker_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, f"{cfg.marker_name}-{m.name}")
         self.marker_outlet = pylsl.StreamOutlet(minfo)
         self._sample = np.zeros(len(self._classes) + 1)
+
+    def _warm_up(self) -> None:
+        """One model call on a noise window (first-call costs: lazy imports, allocator, the
+        fast path's compile), then the live objects frozen out of the GC (:data:`GC_CONTROL`)."""
+        pred, m = self.predictor, self.model
+        if pred.segments is None:
+            window = np.random.default_rng(0).standard_normal((1, len(m.channels), m.n_times)) * 1e-5
+            try:
+                m.predict_proba(window)
+            except Exception as exc:  # noqa: BLE001 - a warm-up only: the real windows tell
+                log.debug("warm-up call failed: %s", exc)
+        if GC_CONTROL:
+            gc.collect()
+            gc.freeze()
 
     def _begin_processing(self, first: int | None = None) -> None:
         """(Re)start decoding from raw sample ``first`` (default: the next to arrive):
@@ -314,7 +336,7 @@ class Decoder:
                 self._restore(f"samples again after {pylsl.local_clock() - self._lost_at:.2f} s without any", start)
             elif self.inlet.last_gap:
                 self._gap(self.inlet.last_gap, start)
-            made += self._process(start, stop)
+            made += self._process_no_gc(start, stop) if GC_CONTROL else self._process(start, stop)
             if stop - start < self.inlet.max_chunk:
                 break
         self.telemetry.update_rate(self.inlet.stats.samples)
@@ -327,6 +349,16 @@ class Decoder:
             self._marker(f"stream lost: {self.reason}", pylsl.local_clock())
             self.inlet.mark_stall()
         return made
+
+    def _process_no_gc(self, start: int, stop: int) -> int:
+        """:meth:`_process` with the collector off (it runs at the next allocation after)."""
+        if not gc.isenabled():  # off already (another decoder's thread, or the caller's choice)
+            return self._process(start, stop)
+        gc.disable()
+        try:
+            return self._process(start, stop)
+        finally:
+            gc.enable()
 
     def _process(self, start: int, stop: int) -> int:
         """Push raw samples ``start..stop`` through the predictor; publish its decisions."""
