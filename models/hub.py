@@ -38,6 +38,10 @@ from pathlib import Path
 import yaml
 
 from bci.errors import DataError, ModelError
+from models.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
+from models.pretrain import CONFIG as PRETRAIN_CONFIG
+from models.pretrain import WEIGHTS as PRETRAIN_WEIGHTS
+from models.pretrain import load_pretrained as load_own_pretrained
 
 __all__ = ["DEFAULT_USE", "PUBLISHED", "describe", "load_pretrained", "read_card"]
 
@@ -50,6 +54,8 @@ PUBLISHED = {
 #: Terms of use recorded when a checkpoint's card states none: those the MVPFormer
 #: authors attach to their published weights.
 DEFAULT_USE = "research use only, not for diagnostic use (the MVPFormer authors' terms for their weights)"
+#: Terms of weights pretrained here (``bci pretrain`` on the user's own recordings).
+OWN_USE = "pretrained here by bci pretrain on local recordings"
 #: The command that puts a hub checkpoint in the local cache (run where there is network).
 FETCH = "hf download {id}"
 #: ``config.json`` keys that only an MVPFormer checkpoint has.
@@ -184,6 +190,14 @@ def _braindecode_from_pretrained(source: str, *, cache_dir, local_files_only: bo
                          f"with network run: {FETCH.format(id=source)}") from None
 
 
+def own_pretraining(source: str) -> bool:
+    """Whether ``source`` is the output folder of ``bci pretrain`` (:func:`models.pretrain.pretrain`:
+    ``config.json`` with ``model.pt`` or a checkpoint, no safetensors)."""
+    path = Path(source).expanduser()
+    return (path.is_dir() and (path / PRETRAIN_CONFIG).is_file() and not (path / _WEIGHTS).is_file()
+            and ((path / PRETRAIN_WEIGHTS).is_file() or (path / PRETRAIN_CHECKPOINT).is_file()))  # fmt: skip
+
+
 def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_files_only: bool | None = None,
                     revision: str | None = None, return_braindecode: bool = False):
     """Our :class:`~models.mvpformer.MVPFormer` with a published checkpoint's weights, and its provenance.
@@ -191,9 +205,11 @@ def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_f
     Parameters
     ----------
     source : str
-        A hub id (``"braindecode/mvpformer-s-pretrained"``) or a checkpoint folder
+        A hub id (``"braindecode/mvpformer-s-pretrained"``), a checkpoint folder
         (``config.json`` + ``model.safetensors``, as braindecode's ``save_pretrained`` or
-        ``hf download`` leave it).
+        ``hf download`` leave it), or the output folder of this project's ``bci pretrain``
+        (:func:`own_pretraining`; ``kind`` "bci pretrain", loaded by
+        :func:`models.pretrain.load_pretrained`).
     cache_dir : path or None
         The Hugging Face cache (default ``$HF_HOME/hub``).
     local_files_only : bool or None
@@ -217,6 +233,12 @@ def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_f
     from models.mvpformer import MVPFormer
 
     source = str(source)
+    if own_pretraining(source):  # weights of this project's own `bci pretrain` run
+        model = load_own_pretrained(source).eval()
+        info = {"source": source, "kind": "bci pretrain", "revision": None, "architecture": "MVPFormer",
+                "n_parameters": int(sum(p.numel() for p in model.parameters())),
+                "license": "this project's own weights (bci pretrain)", "use": OWN_USE}  # fmt: skip
+        return (model, info, None) if return_braindecode else (model, info)
     offline = bool(local_files_only)
     kind, config_path, commit = _resolve(source, cache_dir=cache_dir, local_files_only=offline, revision=revision)
     config = _read_config(config_path, source)

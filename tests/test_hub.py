@@ -260,3 +260,25 @@ def test_bci_train_then_predict_carry_the_licence(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "model"), str(tmp_path / "ictal.edf")]) == 0
     out = capsys.readouterr().out
     assert f"fine-tuned from pretrained weights {ckpt} (licence: apache-2.0; research use only, not for diagnostic use" in out
+
+
+def test_init_from_our_own_bci_pretrain_output(tmp_path):
+    """Where no hub weights are present, init names the folder `bci pretrain` wrote
+    (config.json + model.pt): loaded by models.pretrain, recorded as this project's own."""
+    import json
+
+    from models.pretrain import CONFIG, WEIGHTS
+
+    torch.manual_seed(0)
+    own = MVPFormer(n_outputs=2, **ARCH)
+    folder = tmp_path / "pretrained"
+    folder.mkdir()
+    (folder / CONFIG).write_text(json.dumps({**ARCH, "n_outputs": 2}))
+    torch.save(own.state_dict(), folder / WEIGHTS)
+    model, info = load_pretrained(str(folder))
+    assert info["kind"] == "bci pretrain" and "bci pretrain" in info["license"]
+    for key, value in own.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)
+    X, y = bonn(n_files=2)
+    clf = DeepClassifier("MVPFormer", init=str(folder), sfreq=BONN_SFREQ, max_epochs=1, batch_size=4, seed=0).fit(X, y)
+    assert clf.provenance_["kind"] == "bci pretrain" and clf.predict_proba(X).shape == (len(X), 2)
