@@ -37,6 +37,7 @@ from sklearn.pipeline import Pipeline
 
 from pipelines.alignment import OnlineAdaptation
 from pipelines.deep import ANY_CHANNEL_COUNT, DeepClassifier
+from pipelines.fastpath import compile_proba
 from pipelines.seizure import PerChannel
 
 from .alarm import AlarmRule
@@ -183,13 +184,11 @@ class TrainedModel:
         return self.order_proba(np.asarray(proba, dtype=np.float64))
 
     def _fast_proba(self):
-        """The estimator's closed-form path (:func:`bci.fastpath.compile_proba`: tangent space +
+        """The estimator's closed-form path (:func:`pipelines.fastpath.compile_proba`: tangent space +
         linear classifier), compiled on first use and again after a refit; None when it has none."""
         fast = self.__dict__.get("_fast")
         if fast is not None and fast[0] is self.estimator and (fast[1] is None or fast[1].valid()):
             return fast[1]
-        from .fastpath import compile_proba
-
         self.__dict__["_fast"] = (self.estimator, compile_proba(self.estimator))
         return self.__dict__["_fast"][1]
 

@@ -39,7 +39,7 @@ from sklearn.pipeline import make_pipeline
 
 from bci.errors import DataError
 
-from .validation import check_trials, class_probabilities
+from .validation import check_trials, class_probabilities, flat_steps
 
 
 def euclidean_alignment(X) -> tuple[np.ndarray, np.ndarray]:
@@ -286,14 +286,6 @@ class OnlineReference:
         self._set(reference)
         self.n_accepted, self.n_rejected = int(state["n_accepted"]), int(state["n_rejected"])
         self.distance_sum, self.distance_sq = float(state["distance_sum"]), float(state["distance_sq"])
-
-
-def flat_steps(estimator) -> list:
-    """The estimators of a (possibly nested) fitted pipeline, in order; an estimator alone is one step."""
-    steps = getattr(estimator, "steps", None)
-    if steps is None:
-        return [estimator]
-    return [e for _, s in steps if s != "passthrough" for e in flat_steps(s)]
 
 
 def alignment_steps(estimator) -> list:

@@ -41,3 +41,11 @@ def class_probabilities(estimator, X) -> np.ndarray:
         return np.asarray(estimator.predict_proba(X), dtype=np.float64)
     classes = list(estimator.classes_)
     return np.eye(len(classes))[[classes.index(c) for c in estimator.predict(X)]]
+
+
+def flat_steps(estimator) -> list:
+    """The estimators of a (possibly nested) fitted pipeline, in order; an estimator alone is one step."""
+    steps = getattr(estimator, "steps", None)
+    if steps is None:
+        return [estimator]
+    return [e for _, s in steps if s is not None and s != "passthrough" for e in flat_steps(s)]

@@ -1,7 +1,7 @@
 """The live loop's fast inference paths give the reference paths' probabilities.
 
 - :class:`pipelines.deep.DeepClassifier`'s direct module call vs skorch's ``predict_proba``;
-- :mod:`bci.fastpath` (closed-form tangent space + linear classifier) vs the scikit-learn
+- :mod:`pipelines.fastpath` (closed-form tangent space + linear classifier) vs the scikit-learn
   pipeline, through :meth:`bci.model.TrainedModel.predict_proba` too;
 - :mod:`realtime.telemetry`'s p99.9.
 
@@ -80,7 +80,7 @@ def _ts_pipelines():
 
 @pytest.mark.parametrize("key", list(_ts_pipelines()))
 def test_tangent_space_fast_path_equals_pipeline(trials, key):
-    from bci.fastpath import compile_proba
+    from pipelines.fastpath import compile_proba
 
     X, y = trials
     est = _ts_pipelines()[key].fit(X[::2], y[::2])
@@ -100,7 +100,7 @@ def test_unsupported_pipelines_have_no_fast_path(trials):
     from sklearn.pipeline import make_pipeline
     from sklearn.svm import SVC
 
-    from bci.fastpath import compile_proba
+    from pipelines.fastpath import compile_proba
 
     X, y = trials
     for est in (make_pipeline(Covariances("oas"), TangentSpace(), SVC(kernel="rbf", probability=True)),

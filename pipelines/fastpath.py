@@ -26,19 +26,9 @@ import math
 
 import numpy as np
 
+from .validation import flat_steps
+
 __all__ = ["FastProba", "compile_proba"]
-
-
-def _flat(estimator) -> list:
-    steps = getattr(estimator, "steps", None)
-    if steps is None:
-        return [estimator]
-    out = []
-    for _, step in steps:
-        if step is None or step == "passthrough":
-            continue
-        out += _flat(step)
-    return out
 
 
 def _linear(final):
@@ -63,7 +53,7 @@ def _linear(final):
 def _fitted_state(estimator) -> tuple:
     """Objects a refit replaces (held, so compared by identity)."""
     state = []
-    for step in _flat(estimator):
+    for step in flat_steps(estimator):
         for name in ("reference_", "_dual_coef_", "coef_", "intercept_", "calibrated_classifiers_", "support_vectors_"):
             value = step.__dict__.get(name)
             if value is not None:
@@ -140,7 +130,7 @@ def compile_proba(estimator) -> FastProba | None:
         if list(getattr(inner, "classes_", [])) != list(estimator.classes_):
             return None
         platt = (float(cal.calibrators[0].a_), float(cal.calibrators[0].b_))
-    steps = _flat(inner)
+    steps = flat_steps(inner)
     if len(steps) < 2 or not isinstance(steps[-2], TangentSpace):
         return None
     ts, final = steps[-2], steps[-1]
