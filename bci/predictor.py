@@ -141,8 +141,9 @@ class StreamPredictor:
 
     # ------------------------------------------------------------------- state
     def reset(self) -> None:
-        """Restart from the next pushed sample (after a gap or a lost stream): nothing
-        before it is reused, and decisions resume once a whole new window has arrived."""
+        """Restart from the next pushed sample (after a gap or a lost stream): no sample
+        before it is reused, and decisions resume once a whole new window has arrived. The
+        adapted alignment reference is kept: a gap does not start a new session."""
         self._pre.start(self.sfreq_in, self.model.input_channels)
         self.proc.clear()
         if self._raw is not None:
