@@ -6,7 +6,10 @@ and scores from the paradigm's scorer (ROC-AUC for two classes, else accuracy), 
 numbers are MOABB's. What we add: a chronological **cross-run** split for
 single-session datasets (train on the earlier runs, test on the last: PhysionetMI's runs
 4/8/12), a **holdout** of named sessions (train 1-3, test 4-5: the BCI IV 2b
-competition protocol), fit/predict seconds and the hyper-parameters each fit chose
+competition protocol), **transfer from other subjects** (``params.transfer``: the other
+subjects' sessions join the target's training trials, each session aligned to its own
+reference, and the target's own calibration can be cut to its first N trials: a new user
+with little calibration), fit/predict seconds and the hyper-parameters each fit chose
 (order/lag, grid winners) in ``results.csv``, a progress bar over
 subjects x pipelines, and resume: rows are appended as each (dataset, subject, pipeline)
 cell finishes, and a re-run skips finished cells.
@@ -21,7 +24,7 @@ import os
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
@@ -43,7 +46,7 @@ from pipelines.registry import fill_unset, load_pipelines
 from pipelines.validation import class_probabilities
 
 from .channels import ChannelSet
-from .config import Config
+from .config import Config, from_section
 from .datasets import get_dataset, load_subject_data
 from .errors import ConfigError, DataError
 from .model import TrainedModel
@@ -106,15 +109,67 @@ class Split:
     #: cross-session scores, and test-time alignment sees one session at a time.
     #: ``None``: ``test`` is scored as one.
     parts: list[tuple[str, np.ndarray]] | None = None
+    #: With transfer: the source subjects whose trials joined ``train``, and how many of the
+    #: target's own trials it keeps (reported in the row's ``params``).
+    transfer: dict = field(default_factory=dict)
 
     def scored(self) -> list[tuple[str, np.ndarray]]:
         return self.parts or [(self.session, self.test)]
 
 
-def make_splits(kind: str, params: dict, y: np.ndarray, meta: pd.DataFrame, seed: int) -> list[Split]:
-    """Train/test index splits of one subject's (or, cross-subject, all) trials."""
+#: Evaluation kinds that take ``params.transfer`` (a target subject's own sessions or runs split).
+TRANSFER_KINDS = ("cross_session", "pseudo_online", "cross_run")
+
+
+@dataclass
+class Transfer:
+    """``evaluation.params.transfer``: learn from other subjects too.
+
+    Every session (run) of the ``subjects`` joins the target subject's training trials, each
+    aligned to its own reference by the pipelines' alignment step (the per-domain re-centring
+    of pyRiemann's ``TLCenter``, Zanini et al. 2018; Euclidean alignment for the deep models,
+    He & Wu 2020), and the target's test sessions are scored as without transfer.
+    ``calibration_trials`` keeps only the first N of the target's own training trials, in
+    recorded order (0: none, a new user with no calibration; null: all of them).
+    """
+
+    subjects: str | list = "others"  # "others": every other subject of the dataset's list, or a list
+    calibration_trials: int | None = None
+
+    @classmethod
+    def from_params(cls, params: dict, kind: str) -> "Transfer | None":
+        if params.get("transfer") is None:
+            return None
+        key = "evaluation.params.transfer"
+        if kind not in TRANSFER_KINDS:
+            raise ConfigError(f"{key}: applies to kind {', '.join(TRANSFER_KINDS)}; found kind {kind!r}")
+        spec = from_section(cls, params["transfer"], key)
+        if isinstance(spec.subjects, str) and spec.subjects != "others":
+            raise ConfigError(f"{key}.subjects: expected 'others' or a list of subjects, found {spec.subjects!r}")
+        if spec.calibration_trials is not None and spec.calibration_trials < 0:
+            raise ConfigError(f"{key}.calibration_trials: expected >= 0 or null, found {spec.calibration_trials}")
+        return spec
+
+    def sources(self, target, subjects: list) -> list:
+        """The source subjects for ``target``: never the target itself."""
+        pool = subjects if self.subjects == "others" else self.subjects
+        sources = [s for s in pool if str(s) != str(target)]
+        if not sources:
+            raise DataError(f"transfer to subject {target}: no other subject to learn from (subjects: {list(pool)})")
+        return sources
+
+
+def make_splits(kind: str, params: dict, y: np.ndarray, meta: pd.DataFrame, seed: int, target=None) -> list[Split]:
+    """Train/test index splits of one subject's (or, cross-subject, all) trials.
+
+    With ``params.transfer`` (:class:`Transfer`), ``meta`` holds the ``target`` subject's trials
+    and the source subjects': the target's are split as without transfer, then the sources'
+    join every training set."""
 
     meta = meta.reset_index(drop=True)
+    transfer = Transfer.from_params(params, kind)
+    if transfer is not None:
+        return _transfer_splits(kind, params, y, meta, seed, target, transfer)
     splits = []
     if kind == "within_session":
         splitter = WithinSessionSplitter(n_folds=int(params.get("n_folds", 5)), shuffle=True, random_state=seed)
@@ -148,6 +203,21 @@ def make_splits(kind: str, params: dict, y: np.ndarray, meta: pd.DataFrame, seed
             splits.append(Split(meta.subject[test[0]], "all", train, test))
     else:  # validated in bci.config
         raise ConfigError(f"unknown evaluation kind {kind!r}")
+    return splits
+
+
+def _transfer_splits(kind, params, y, meta, seed, target, transfer: Transfer) -> list[Split]:
+    is_target = (meta.subject.astype(str) == str(target)).to_numpy()
+    own, sources = np.flatnonzero(is_target), np.flatnonzero(~is_target)
+    if not len(own) or not len(sources):
+        raise DataError(f"transfer to subject {target}: expected its trials and other subjects'; found {len(own)} and {len(sources)}")
+    plain = {k: v for k, v in params.items() if k != "transfer"}
+    splits = []
+    for split in make_splits(kind, plain, y[own], meta.iloc[own], seed):
+        mine = own[split.train][: transfer.calibration_trials]  # recorded order: the first N
+        parts = [(name, own[idx]) for name, idx in split.parts] if split.parts else None
+        info = {"transfer_from": sorted(meta.subject[sources].unique().tolist()), "own_trials": int(len(mine))}
+        splits.append(Split(split.subject, split.session, np.concatenate([mine, sources]), own[split.test], parts, info))
     return splits
 
 
@@ -274,7 +344,7 @@ def run_cell(pipeline, X, y, split: Split, scoring: str, seed: int, sfreq: float
         "time": fit_time,
         "fit_time": fit_time,
         "samples": int(len(split.train)),
-        "params": json.dumps(chosen_params(est), sort_keys=True),
+        "params": json.dumps({**chosen_params(est), **split.transfer}, sort_keys=True),
         "warnings": "; ".join(f"{m} (x{sum(str(w.message).startswith(m) for w in caught)})" for m in messages),
     }
     rows = [{"session": session, "n_test": int(len(test)), **common, **result} for session, test, result in scored]
@@ -330,7 +400,8 @@ def plan(cfg: Config, subjects_override: list[int] | None = None):
 
 @dataclass
 class SubjectData:
-    """One subject's (cross-subject: all subjects') trials and what every cell on them shares."""
+    """One subject's (cross-subject: all subjects'; transfer: the target's and its sources')
+    trials and what every cell on them shares."""
 
     X: np.ndarray
     y: np.ndarray
@@ -340,8 +411,8 @@ class SubjectData:
     groups: np.ndarray  # "subject/session" (cross-run: "subject/run") label of every trial
 
     @classmethod
-    def prepare(cls, paradigm, dataset, X, y, meta, kind: str, ev_params: dict, seed: int) -> "SubjectData":
-        splits = make_splits(kind, ev_params, y, meta, seed)
+    def prepare(cls, paradigm, dataset, X, y, meta, kind: str, ev_params: dict, seed: int, target=None) -> "SubjectData":
+        splits = make_splits(kind, ev_params, y, meta, seed, target)
         sfreq = data_sfreq(paradigm, dataset, X.shape[-1])
         column = meta.run if kind == "cross_run" else meta.session
         groups = (meta.subject.astype(str) + "/" + column.astype(str)).to_numpy()
@@ -398,26 +469,32 @@ def evaluate(
     scoring = cfg["evaluation"].get("scoring") or paradigm.scoring
     results = ResultsFile(out / "results.csv", RESULT_COLUMNS)
     (out / "config.json").write_text(json.dumps({**cfg, "seed": seed}, indent=2, default=str))
+    transfer = Transfer.from_params(ev_params, kind)
     todo_cells = []
     for dataset, subject_list in jobs:
         groups = [[s] for s in subject_list] if kind != "cross_subject" else [subject_list]
         for group in groups:
             todo = {n: p for n, p in pipelines.items() if not all(results.finished(dataset.code, s, n) for s in group)}
+            pool = group + transfer.sources(group[0], subject_list) if transfer else group
             if todo:
-                todo_cells.append((dataset, group, todo))
+                todo_cells.append((dataset, group, todo, pool))
     if cluster is not None:
         run_on_cluster(
             cluster, paradigm, todo_cells, results,
             kind=kind, ev_params=ev_params, scoring=scoring, seed=seed, progress=progress,
         )  # fmt: skip
     else:
-        # Load every subject first: a subject that is not available fails before any fit.
-        loading = tqdm(todo_cells, desc="load", unit="subject", disable=not progress, leave=False)
-        cells = [(dataset, group, todo, _load(paradigm, dataset, group)) for dataset, group, todo in loading]
-        total = sum(len(g) * len(t) for _, g, t, _ in cells)
+        # Load every subject first (each once, transfer sources too): a subject that is not
+        # available fails before any fit.
+        loaded: dict = {}
+        needed = list(dict.fromkeys((dataset, s) for dataset, _, _, pool in todo_cells for s in pool))
+        for dataset, s in tqdm(needed, desc="load", unit="subject", disable=not progress, leave=False):
+            loaded[dataset.code, s] = load_subject_data(paradigm, dataset, s)
+        total = sum(len(g) * len(t) for _, g, t, _ in todo_cells)
         bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
-        for dataset, group, todo, (X, y, meta) in cells:
-            data = SubjectData.prepare(paradigm, dataset, X, y, meta, kind, ev_params, seed)
+        for dataset, group, todo, pool in todo_cells:
+            X, y, meta = _concat(dataset, pool, [loaded[dataset.code, s] for s in pool])
+            data = SubjectData.prepare(paradigm, dataset, X, y, meta, kind, ev_params, seed, group[0])
             for name, pipeline in todo.items():
                 bar.set_postfix_str(f"{dataset.code} s{group[0] if len(group) == 1 else 'all'} {name}")
                 results.append(cell_rows(dataset.code, name, pipeline, data, kind, scoring, seed))
@@ -500,10 +577,10 @@ def _pin_worker_threads(mne_data: str | None) -> None:
     mne.set_log_level("ERROR")
 
 
-def _load_task(paradigm, dataset, group, kind, ev_params, seed, mne_data) -> SubjectData:
+def _load_task(paradigm, dataset, group, pool, kind, ev_params, seed, mne_data) -> SubjectData:
     _pin_worker_threads(mne_data)
-    X, y, meta = _load(paradigm, dataset, group)
-    return SubjectData.prepare(paradigm, dataset, X, y, meta, kind, ev_params, seed)
+    X, y, meta = _load(paradigm, dataset, pool)
+    return SubjectData.prepare(paradigm, dataset, X, y, meta, kind, ev_params, seed, group[0])
 
 
 def _cell_task(data: SubjectData, dataset_code, name, pipeline, kind, scoring, seed, mne_data) -> list[dict]:
@@ -512,7 +589,7 @@ def _cell_task(data: SubjectData, dataset_code, name, pipeline, kind, scoring, s
 
 
 def run_on_cluster(spec: str, paradigm, cells, results: ResultsFile, *, kind, ev_params, scoring, seed, progress=True) -> None:
-    """Evaluate ``cells`` (``(dataset, subjects, {name: pipeline})``) as Dask futures.
+    """Evaluate ``cells`` (``(dataset, subjects, {name: pipeline}, subjects to load)``) as Dask futures.
 
     One task loads each subject group's trials on a worker (in parallel across
     workers; the arrays stay in worker memory and move only to the workers running
@@ -531,10 +608,10 @@ def run_on_cluster(spec: str, paradigm, cells, results: ResultsFile, *, kind, ev
     order: dict[int, list[tuple[str, str, str]]] = {}
     try:
         futures, loads, pending = {}, {}, {}
-        for i, (dataset, group, todo) in enumerate(cells):
+        for i, (dataset, group, todo, pool) in enumerate(cells):
             tag = f"{dataset.code}-s{'+'.join(map(str, group)) if len(group) < 4 else 'all'}"
             loads[i] = client.submit(
-                _load_task, paradigm, dataset, group, kind, ev_params, seed, mne_data,
+                _load_task, paradigm, dataset, group, pool, kind, ev_params, seed, mne_data,
                 key=f"load-{tag}-{token}", retries=TASK_RETRIES,
             )  # fmt: skip
             for j, (name, pipeline) in enumerate(todo.items()):
@@ -544,7 +621,7 @@ def run_on_cluster(spec: str, paradigm, cells, results: ResultsFile, *, kind, ev
                 )  # fmt: skip
                 futures[future] = (i, j, len(group), f"{tag} {name}")
             pending[i] = len(todo)
-        total = sum(len(g) * len(t) for _, g, t in cells)
+        total = sum(len(g) * len(t) for _, g, t, _ in cells)
         bar = tqdm(total=total, desc="evaluate", unit="cell", disable=not progress)
         for future in as_completed(list(futures), loop=client.loop):
             i, j, n_subjects, label = futures.pop(future)
@@ -576,7 +653,11 @@ def data_sfreq(paradigm, dataset, n_times: int) -> float:
 
 
 def _load(paradigm, dataset, subjects):
-    parts = [load_subject_data(paradigm, dataset, s) for s in subjects]
+    return _concat(dataset, subjects, [load_subject_data(paradigm, dataset, s) for s in subjects])
+
+
+def _concat(dataset, subjects, parts):
+    """One array of the subjects' ``(X, y, meta)`` parts, in order."""
     X = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     meta = pd.concat([p[2] for p in parts], ignore_index=True)

@@ -209,3 +209,62 @@ def test_results_file_resumes_by_cell_key_and_removes_cells(tmp_path):
     assert not again.finished("A-E", "BP", 1) and again.read().proba.tolist() == [0.7]
     again.clear()
     assert not path.exists() and not again.finished("A-E", "BP", 2)
+
+
+def _two_subjects_meta():
+    sessions = ["1", "1", "2", "2", "3", "3"]
+    return pd.DataFrame({"subject": [1] * 6 + [2] * 6, "session": sessions * 2, "run": ["0"] * 12})
+
+
+def test_transfer_adds_the_sources_to_every_training_set():
+    meta, y = _two_subjects_meta(), np.array([0, 1] * 6)
+    params = {"train_sessions": [1, 2], "test_sessions": [3], "transfer": {"subjects": "others"}}
+    (split,) = make_splits("cross_session", params, y, meta, 0, target=1)
+    assert split.subject == 1 and split.session == "3"
+    assert split.test.tolist() == [4, 5]  # the target's session 3 only
+    assert sorted(split.train.tolist()) == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11]  # own 1-2 + all of subject 2
+    assert split.transfer == {"transfer_from": [2], "own_trials": 4}
+    # a new user with little calibration: the first N own trials, in recorded order
+    params["transfer"]["calibration_trials"] = 1
+    (split,) = make_splits("cross_session", params, y, meta, 0, target=1)
+    assert sorted(split.train.tolist()) == [0, 6, 7, 8, 9, 10, 11] and split.transfer["own_trials"] == 1
+    params["transfer"]["calibration_trials"] = 0
+    (split,) = make_splits("cross_session", params, y, meta, 0, target=2)
+    assert sorted(split.train.tolist()) == [0, 1, 2, 3, 4, 5] and split.test.tolist() == [10, 11]
+
+
+def test_transfer_settings_are_checked():
+    from bci.evaluate import Transfer
+
+    meta, y = _two_subjects_meta(), np.array([0, 1] * 6)
+    with pytest.raises(ConfigError, match="applies to kind"):
+        make_splits("within_session", {"transfer": {}}, y, meta, 0, target=1)
+    with pytest.raises(ConfigError, match=r"transfer.calibration_trials: expected >= 0"):
+        make_splits("cross_session", {"transfer": {"calibration_trials": -1}}, y, meta, 0, target=1)
+    with pytest.raises(ConfigError, match=r"transfer.subjct: unknown key"):
+        make_splits("cross_session", {"transfer": {"subjct": "others"}}, y, meta, 0, target=1)
+    with pytest.raises(ConfigError, match=r"transfer.subjects: expected 'others' or a list"):
+        make_splits("cross_session", {"transfer": {"subjects": "all"}}, y, meta, 0, target=1)
+    with pytest.raises(DataError, match="no other subject"):
+        Transfer().sources(1, [1])
+    assert Transfer(subjects=[1, 3]).sources(1, [1, 2]) == [3]
+
+
+@pytest.mark.slow
+def test_transfer_from_other_subjects_on_bci_iv_2b(tmp_path, data_dir):
+    """Subject 1 learns from its sessions 1-3 and all of subject 4's, each aligned on its own."""
+    ev = {"kind": "cross_session", "scoring": "accuracy",
+          "params": {"train_sessions": [1, 2, 3], "test_sessions": [4, 5], "transfer": {"subjects": [4]}}}  # fmt: skip
+    cfg = _cfg(tmp_path, datasets=[{"name": "LocalEpochs", "subjects": [1], "params": {"path": str(data_dir / "bnci2014_004")}}],
+               evaluation=ev, pipelines=["mdm_recentered"])  # fmt: skip
+    frame = evaluate(cfg, tmp_path / "o", progress=False)
+    assert frame.session.astype(str).tolist() == ["4", "5"] and (frame.subject == 1).all()
+    assert (frame.samples == 360 + 600).all() and (frame.n_test == 120).all()
+    params = json.loads(frame.params[0])
+    assert params["transfer_from"] == [4] and params["own_trials"] == 360
+    assert frame.score.mean() > 0.65  # subject 1 stays well above chance
+    # no calibration at all: subject 4's sessions alone, test sessions re-centred on themselves
+    ev["params"]["transfer"]["calibration_trials"] = 0
+    frame = evaluate(_cfg(tmp_path, datasets=cfg["datasets"], evaluation=ev, pipelines=["mdm_recentered"]), tmp_path / "z", progress=False)
+    assert (frame.samples == 600).all() and json.loads(frame.params[0])["own_trials"] == 0
+    assert frame.score.mean() > 0.65  # 0.746: another subject's sessions, re-centred, carry over

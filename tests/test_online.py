@@ -154,3 +154,45 @@ def test_bci_stream_gives_the_pseudo_online_decisions_on_a_replayed_session(pseu
     live = np.vstack([d.proba for d in decoder.recent])
     assert live.shape == offline.shape and decoder.summary()["dropped_windows"] == 0
     np.testing.assert_allclose(live, offline, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bci_train_learns_from_other_subjects_beside_ones_own_calibration(tmp_path, data_dir, capsys, monkeypatch):
+    """The headset workflow's transfer: ``bci train`` on one's own calibration recording plus
+    other subjects' runs (a MOABB dataset), each run re-centred on its own; the model streams
+    one's next run with the adapting reference and decodes it above chance."""
+    import mne
+
+    from bci.cli import main
+    from bci.io import load_recording
+    from bci.model import TrainedModel
+
+    monkeypatch.setenv("MNE_DATA", str(data_dir / "mne_data"))
+    runs = data_dir / "mne_data/MNE-eegbci-data/files/eegmmidb/1.0.0/S001"
+    for i, run in enumerate(("S001R04.edf", "S001R08.edf"), start=1):  # one's two calibration sessions
+        own = mne.io.read_raw_edf(runs / run, preload=True, verbose="error")
+        own.annotations.rename({"T1": "left_hand", "T2": "right_hand", "T0": "rest"})
+        own.save(tmp_path / f"calibration_{i}_raw.fif", verbose="error")
+    cfg = {
+        "name": "transfer test", "seed": 3, "preprocessing": {"bandpass": [8, 30]},
+        "datasets": [{"name": "PhysionetMI", "subjects": [2, 3], "params": {"imagined": True}}],
+        "train": {"pipeline": "ts_lr_recentered", "channels": ["FC3", "FC4", "C3", "Cz", "C4", "CP3", "CP4"],
+                  "events": ["left_hand", "right_hand"], "tmin": 0.5, "tmax": 2.5,
+                  "recordings": [str(tmp_path / "calibration_*_raw.fif")]},
+    }  # fmt: skip
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "train.yaml"), "--out", str(tmp_path / "model"), "--no-progress"]) == 0
+    assert "trained TS+LR (re-centred) on" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())["metadata"]
+    assert meta["trained_on"] == ["PhysionetMotorImagery/s2", "PhysionetMotorImagery/s3", "calibration_1_raw.fif", "calibration_2_raw.fif"]
+    model = TrainedModel.load(tmp_path / "model")
+    # one's next run (S001R12), as live: pushed through the streaming predictor, adapting
+    rec = load_recording(runs / "S001R12.edf")
+    records = model.predict_recording(rec, hop_s=0.25)
+    ends = np.array([r["end_s"] for r in records])
+    hits = []
+    for onset, label in zip(rec.annotations.onset, rec.annotations.description):
+        if label in ("T1", "T2"):  # the decision 2.5 s after each cue (the trained window, 0.5-2.5 s)
+            r = records[int(np.argmin(np.abs(ends - onset - 2.5)))]
+            hits.append(max(model.classes, key=lambda c: r[c]) == {"T1": "left_hand", "T2": "right_hand"}[label])
+    assert len(hits) == 15 and np.mean(hits) > 0.6  # 0.8 (12 of 15)
