@@ -21,7 +21,8 @@ Config (YAML; top-level ``datasets`` are MOABB datasets read as continuous runs,
       window_segments: 8      # segments per window (>= 2)
       hop_segments: 8         # window hop in segments (default: window_segments)
       max_windows_per_recording: 64   # evenly spaced windows kept per recording (null: all)
-      normalize: zscore       # per window and channel; or "microvolts" or "none" (volts)
+      normalize: zscore       # per window and channel; "global" (one factor for all data: keeps
+                              # amplitude, for model: {amplitude: bands}); "microvolts"; "none" (volts)
       model: {size: tiny}     # MVPFormer arguments (size tiny | S | M, drop_prob, ...)
       steps: 200              # total optimisation steps (a resumed run counts on)
       batch_size: 8           # windows per batch and per process
@@ -33,7 +34,15 @@ Config (YAML; top-level ``datasets`` are MOABB datasets read as continuous runs,
 
 ``MODEL_DIR`` receives ``checkpoint.pt``, ``model.pt``, ``config.json`` (the
 MVPFormer arguments), ``loss.csv``, ``loss.png`` and ``pretrain.json`` (the data
-settings a downstream user must reproduce: rate, segment, normalisation, sources).
+settings a downstream user must reproduce: rate, segment, normalisation and its factor
+``scale`` for ``normalize: global``, sources).
+
+Amplitude: ``zscore`` removes each window's amplitude, and the tokenizer's RMSNorm each
+token's; seizures are mostly a power change. ``normalize: global`` multiplies every window
+by one factor, ``1 / std`` of all the pretraining samples (as a fine-tuned
+``DeepClassifier`` with ``scale: auto`` does with its training data), so amplitude
+differences between windows, channels and recordings stay, and ``model: {amplitude:
+bands}`` feeds the tokens' log amplitude to the model.
 """
 
 from __future__ import annotations
@@ -66,7 +75,7 @@ PRETRAIN_KEYS = {
     "max_windows_per_recording", "normalize", "model", "steps", "batch_size", "lr", "weight_decay",
     "checkpoint_every", "strategy", "device", "seed", "temperature", "n_negatives",
 }  # fmt: skip
-NORMALIZE = ("zscore", "microvolts", "none")
+NORMALIZE = ("zscore", "global", "microvolts", "none")
 DEFAULTS = {
     "segment_seconds": 1.0, "window_segments": 8, "max_windows_per_recording": None,
     "normalize": "zscore", "model": {"size": "tiny"}, "steps": 100, "batch_size": 8, "lr": 1e-3,
@@ -148,9 +157,11 @@ class PretrainWindows:
     windows: list
     segment_len: int
     sources: list  # (source name, channels, windows kept, windows available)
+    scale: float | None = None  # normalize "global": the factor applied to every window (volts -> model input)
 
 
 def _normalize(windows: np.ndarray, how: str) -> np.ndarray:
+    """Per-window normalisation (``global`` is applied once all windows are cut)."""
     if how == "microvolts":
         return windows * 1e6
     if how == "zscore":
@@ -191,7 +202,16 @@ def pretrain_windows(cfg: Config, section: dict) -> PretrainWindows:
         sources.append((name, int(cut.shape[1]), int(len(cut)), int(available)))
     if not windows:
         raise DataError("no pretraining windows: the configured recordings gave none")
-    return PretrainWindows(windows, seg_len, sources)
+    scale = None
+    if section["normalize"] == "global":
+        n = sum(w.size for w in windows)
+        mean = sum(float(w.sum(dtype=np.float64)) for w in windows) / n
+        std = np.sqrt(sum(float(np.square(w - mean, dtype=np.float64).sum()) for w in windows) / n)
+        if std == 0:
+            raise DataError("normalize: global: every pretraining sample has the same value")
+        scale = 1.0 / std
+        windows = [(w * scale).astype(np.float32) for w in windows]
+    return PretrainWindows(windows, seg_len, sources, scale)
 
 
 def _subset(channels, keep):
@@ -241,7 +261,7 @@ def run_pretrain(config, out_dir, *, progress: bool = True, resume: bool = True)
             info = {
                 "sfreq": section["sfreq"], "segment_seconds": section["segment_seconds"],
                 "segment_len": data.segment_len, "window_segments": section["window_segments"],
-                "hop_segments": section["hop_segments"], "normalize": section["normalize"],
+                "hop_segments": section["hop_segments"], "normalize": section["normalize"], "scale": data.scale,
                 "preprocessing": section["preprocessing"], "seed": section["seed"],
                 "world_size": world, "strategy": section["strategy"] if world > 1 else "single",
                 "sources": [{"name": n, "channels": c, "windows": k, "available": a} for n, c, k, a in data.sources],

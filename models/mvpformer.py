@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from braindecode.functional import daubechies_filters, wavelet_decomposition
+from braindecode.functional import daubechies_filters, dwt_max_level, wavelet_decomposition
 from braindecode.models.base import EEGModuleMixin
 from torch import nn
 
@@ -47,6 +47,9 @@ CODEBOOK_INDEXING = ("distance", "reference")
 
 #: How the seizure head treats the channels of one input (see :class:`MVPFormer`).
 CHANNEL_MODES = ("joint", "independent")
+
+#: What the tokenizer keeps of each token's amplitude (see :class:`WaveletEmbedding`).
+AMPLITUDE = ("none", "bands")
 
 
 def combine_channel_probabilities(proba: torch.Tensor, combine="mean") -> torch.Tensor:
@@ -121,6 +124,17 @@ def codebook_rows(n: int, indexing: str, device=None) -> torch.Tensor:
     return d
 
 
+def wavelet_band_sizes(n_samples: int, filter_len: int = 8) -> list[int]:
+    """Lengths of the bands ``[cA_n, cD_n, ..., cD_1]`` that ``wavelet_decomposition``
+    (full depth, periodic, db4: ``filter_len`` 8) gives for ``n_samples`` samples."""
+    pad = (2 * filter_len - 3) // 2
+    sizes = []
+    for _ in range(dwt_max_level(n_samples, filter_len)):
+        n_samples = (n_samples + 2 * pad + n_samples % 2 - filter_len) // 2 + 1
+        sizes.append(n_samples)
+    return [sizes[-1], *reversed(sizes)] if sizes else [n_samples]  # too short to decompose: one band
+
+
 class WaveletEmbedding(nn.Module):
     """Segment tokenizer: fixed db4 wavelet decomposition -> RMSNorm -> Linear.
 
@@ -129,22 +143,46 @@ class WaveletEmbedding(nn.Module):
     mode="periodic")``) has no parameters; only the norm and the projection learn.
     Same computation and parameter names as braindecode's ``_WaveletPatchEmbed``
     (which computes the decomposition in float32 whatever the model's dtype).
+
+    The RMSNorm divides every token by its amplitude, so the token alone no longer says
+    how large the signal was. ``amplitude="bands"`` gives it back: the log RMS of each
+    wavelet band before the norm, ``0.5 * log(mean(band**2) + eps)`` with the norm's
+    ``eps`` (about the log of what the norm divides out, band by band: log band power),
+    goes through ``amp_proj`` (Linear(n_bands -> d_model)) and is added to the token.
+    The values depend on the input's unit: train and apply the model at one fixed scale
+    (``DeepClassifier``'s one global factor, or ``bci pretrain``'s ``normalize: global``),
+    never per-segment z-scoring. ``"none"`` (default) is the reference tokenizer, with
+    the same parameters as braindecode's.
     """
 
-    def __init__(self, segment_len: int, d_model: int):
+    def __init__(self, segment_len: int, d_model: int, amplitude: str = "none"):
         super().__init__()
+        if amplitude not in AMPLITUDE:
+            raise ModelError(f"amplitude must be one of {AMPLITUDE}, got {amplitude!r}")
         self.register_buffer("_filters", daubechies_filters(4), persistent=False)
         self.dwt_size = wavelet_decomposition(
             torch.zeros(1, segment_len), self._filters
         ).shape[-1]
         self.ln = nn.RMSNorm(self.dwt_size, eps=1e-5)
         self.proj = nn.Linear(self.dwt_size, d_model, bias=False)
+        self.amplitude = amplitude
+        if amplitude == "bands":
+            sizes = wavelet_band_sizes(segment_len, self._filters.shape[-1])
+            # (dwt_size, n_bands): column b averages the coefficients of band b
+            band = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+            mean = nn.functional.one_hot(band, len(sizes)).float() / torch.tensor(sizes, dtype=torch.float32)
+            self.register_buffer("_band_mean", mean, persistent=False)
+            self.amp_proj = nn.Linear(len(sizes), d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # decomposition in at least float32 (float64 for a float64 model)
         dtype = torch.promote_types(self.ln.weight.dtype, torch.float32)
-        feats = self.ln(wavelet_decomposition(x.to(dtype), self._filters))
-        return self.proj(feats.to(self.proj.weight.dtype))
+        coefs = wavelet_decomposition(x.to(dtype), self._filters)
+        tokens = self.proj(self.ln(coefs).to(self.proj.weight.dtype))
+        if self.amplitude == "none":
+            return tokens
+        log_rms = 0.5 * torch.log(coefs.square() @ self._band_mean.to(dtype) + self.ln.eps)
+        return tokens + self.amp_proj(log_rms.to(self.amp_proj.weight.dtype))
 
 
 class MVPAttention(nn.Module):
@@ -285,8 +323,9 @@ class MVPFormer(EEGModuleMixin, nn.Module):
 
     Architecture
         1. Tokens: every (segment, channel) -> db4 wavelet decomposition -> RMSNorm ->
-           Linear(dwt_size -> d_model) (:class:`WaveletEmbedding`); grid flattened
-           time-major, token ``t * C + c``; dropout.
+           Linear(dwt_size -> d_model) (:class:`WaveletEmbedding`; with
+           ``amplitude="bands"`` plus a projection of the bands' log RMS); grid
+           flattened time-major, token ``t * C + c``; dropout.
         2. ``n_layers`` parallel blocks ``x + attn(RMSNorm(x)) + SwiGLU(RMSNorm(x))``
            with grouped-query MVPA (:class:`MVPAttention`): content term windowed to
            ``local_window`` past segments except for the queries of the last segment,
@@ -344,6 +383,13 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         See "Channels at the seizure head".
     channel_combine : "mean" | "max" | "top<k>" | int
         Combination of the channels in ``"independent"`` mode.
+    amplitude : {"none", "bands"}
+        ``"bands"`` adds each token's log amplitude per wavelet band (measured before the
+        tokenizer's RMSNorm, which removes it) to its embedding, through a learned
+        ``patch_embed.amp_proj``: the model sees how large the signal is (seizures are
+        mostly a power phenomenon), at the input scale it is trained at. ``"none"``: the
+        reference tokenizer (the parameters of braindecode's MVPFormer and of the
+        published checkpoints).
     backend : {"auto", "reference", "triton"}
         Passed to :func:`kernels.mvpa_attention`.
 
@@ -378,6 +424,7 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         backend="auto",
         channel_mode="joint",
         channel_combine="mean",
+        amplitude="none",
     ):
         super().__init__(
             n_outputs=n_outputs, n_chans=n_chans, chs_info=chs_info,
@@ -421,12 +468,13 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         self.backend = backend
         self.channel_mode = channel_mode
         self.channel_combine = channel_combine
+        self.amplitude = amplitude
         if n_chans is not None:
             self._check_channels(n_chans)
         if self._n_times is not None:
             self._check_samples(self._n_times)
 
-        self.patch_embed = WaveletEmbedding(segment_len, self.d_model)
+        self.patch_embed = WaveletEmbedding(segment_len, self.d_model, amplitude)
         self.positional_embedding = nn.Embedding(max_segments, self.d_model)
         self.channel_embedding = nn.Embedding(max_channels, self.d_model)
         self.drop = nn.Dropout(drop_prob)

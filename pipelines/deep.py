@@ -33,7 +33,9 @@ It adds what raw arrays from MOABB need before they reach a network:
   MLP projections trained with the head, :func:`models.pretrain.prepare_finetune`;
   merged into the weights after training, so the fitted network is a plain MVPFormer).
   The checkpoint's licence and terms of use are kept as ``provenance_`` (and in the
-  saved model's metadata).
+  saved model's metadata). The checkpoint's ``amplitude`` input comes with it;
+  ``amplitude: bands`` on a checkpoint without one (a hub checkpoint) adds the
+  projection, freshly initialised and trained with ``finetune: full``.
 
 Training recipe (DBConformer paper): Adam, learning rate 1e-3, batch size 32,
 cross-entropy, a fixed number of epochs (``validation=None``, the paper's
@@ -69,6 +71,8 @@ _CHECKPOINT_ARCH = ("segment_len", "d_model", "n_layers", "n_heads", "n_head_kv"
                     "max_segments", "max_channels", "codebook_indexing")
 #: The seizure/classification head of MVPFormer (re-initialised for another class count).
 _HEAD = "final_layer."
+#: MVPFormer's amplitude projection (``amplitude="bands"``): fresh when added to a checkpoint without one.
+_AMPLITUDE = "patch_embed.amp_proj."
 
 
 def _model_class(name: str) -> type[torch.nn.Module]:
@@ -287,6 +291,8 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         pretrained = self._pretrained(float(sfreq)) if self.init is not None else None
         if pretrained is not None:
             self.module_kwargs_.update({k: getattr(pretrained, k) for k in _CHECKPOINT_ARCH})
+            # the checkpoint's amplitude input, unless module_params add one to a checkpoint without
+            self.module_kwargs_.setdefault("amplitude", pretrained.amplitude)
             if self.finetune == "linear_probe":
                 self.module_kwargs_["drop_prob"] = 0.0
         elif self.model == "MVPFormer" and "segment_len" not in self.module_kwargs_:
@@ -324,9 +330,15 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         pretrained, info = load_pretrained(str(self.init))
         clash = {k: (v, getattr(pretrained, k)) for k, v in (self.module_params or {}).items()
                  if k in _CHECKPOINT_ARCH and v != getattr(pretrained, k)}  # fmt: skip
+        amplitude = (self.module_params or {}).get("amplitude", pretrained.amplitude)
+        if pretrained.amplitude != "none" and amplitude != pretrained.amplitude:  # "none" would drop trained weights
+            clash["amplitude"] = (amplitude, pretrained.amplitude)
         if clash:
             said = ", ".join(f"{k}={mine!r} (checkpoint {theirs!r})" for k, (mine, theirs) in sorted(clash.items()))
             raise ConfigError(f"init {self.init}: module parameters contradict the checkpoint's architecture: {said}")
+        if amplitude != pretrained.amplitude and self.finetune != "full":
+            raise ConfigError(f"init {self.init}: amplitude={amplitude!r} adds a projection the checkpoint lacks; "
+                              f"train it with finetune: full (finetune {self.finetune!r} would keep it random)")  # fmt: skip
         rate = pretrained._sfreq
         if rate is not None and abs(float(rate) - sfreq) > 1e-6 * sfreq:
             raise ConfigError(f"init {self.init}: the checkpoint was trained at {float(rate):g} Hz, the data are at "
@@ -346,8 +358,10 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         kept = state[head].shape == module.state_dict()[head].shape
         if not kept:
             del state[head]  # the fresh, seeded head of the task's classes stays
+        # an amplitude input added to a checkpoint without one (e.g. a hub checkpoint) starts fresh
+        fresh = {head} | {k for k in module.state_dict() if k.startswith(_AMPLITUDE) and k not in state}
         missing, unexpected = module.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - {head}:
+        if unexpected or set(missing) - fresh:
             raise ConfigError(f"init {self.init}: the checkpoint does not fit {self.model} "
                               f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")  # fmt: skip
         return "kept" if kept else "re-initialised"

@@ -335,3 +335,115 @@ def test_lora_trains_only_adapters_and_head():
     assert len(prepare_finetune(tiny(), "head")) == 1
     full = tiny()
     assert len(prepare_finetune(full, "full")) == sum(1 for _ in full.parameters()) - 1
+
+
+# ------------------------------------------------------------------ amplitude
+def test_amplitude_bands_sees_the_scale_the_reference_tokenizer_does_not():
+    from braindecode.functional import daubechies_filters, wavelet_decomposition
+
+    from models.mvpformer import wavelet_band_sizes
+
+    for n in (8, 9, 64, 100, 257, 2560):  # the bands tile the decomposition
+        assert sum(wavelet_band_sizes(n)) == wavelet_decomposition(torch.zeros(1, n), daubechies_filters(4)).shape[-1]
+    assert wavelet_band_sizes(100) == [18, 18, 30, 53]  # cA3, cD3, cD2, cD1
+    off, on = tiny(), tiny(amplitude="bands")
+    # off: braindecode's parameters only; on: one more projection, n_bands -> d_model
+    assert set(on.state_dict()) - set(off.state_dict()) == {"patch_embed.amp_proj.weight"}
+    assert on.patch_embed.amp_proj.weight.shape == (on.d_model, len(wavelet_band_sizes(L)))
+    x = torch.randn(2, 3, 4 * L)
+    with torch.no_grad():
+        torch.testing.assert_close(off(3 * x), off(x), rtol=0, atol=1e-5)  # normalised away
+        assert (on(3 * x) - on(x)).abs().max() > 1e-3  # kept
+        # the added term is amp_proj of each band's log RMS: x 3 shifts every band by log 3
+        emb, seg = on.patch_embed, x[..., :L]  # the tokenizer takes segments (..., segment_len)
+        ident = torch.zeros_like(emb.amp_proj.weight)
+        ident[: ident.shape[1]] = torch.eye(ident.shape[1])
+        emb.amp_proj.weight.copy_(ident)
+        log_rms, log_rms3 = ((emb(s) - emb.proj(emb.ln(wavelet_decomposition(s, emb._filters))))[..., : ident.shape[1]]
+                             for s in (seg, 3 * seg))  # fmt: skip
+    torch.testing.assert_close(log_rms3 - log_rms, torch.full_like(log_rms, np.log(3.0)), rtol=0, atol=1e-3)
+    first = wavelet_decomposition(seg, emb._filters)[..., : wavelet_band_sizes(L)[0]]  # cA: the first band
+    torch.testing.assert_close(log_rms[..., 0], 0.5 * torch.log(first.square().mean(-1) + 1e-5), rtol=0, atol=1e-5)
+    with pytest.raises(ModelError, match=r"amplitude must be one of \('none', 'bands'\), got 'log'"):
+        tiny(amplitude="log")
+
+
+def test_streaming_with_amplitude_equals_full_recompute():
+    model = randomize(tiny(n_layers=1, local_window=2, amplitude="bands"), std=0.1).double()
+    x = 5.0 * torch.randn(2, 3, 6 * L, dtype=torch.float64)
+    _, streamed = _stream(model, x, 3)
+    with torch.no_grad():
+        full = torch.stack([model.encode(x[..., : (t + 1) * L])[:, -1] for t in range(6)], 1)
+    torch.testing.assert_close(streamed, full, rtol=0, atol=1e-12)
+
+
+def test_amplitude_kept_by_saved_classifier_stream_and_pretraining(tmp_path):
+    from bci.errors import ConfigError
+    from pipelines.deep import DeepClassifier, make_deep_pipeline
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 2, 3 * L)) * 1e-5
+    X[8:] *= 4  # the "seizures": the same signals, louder
+    y = np.array(["bg"] * 8 + ["sz"] * 8)
+    clf = make_deep_pipeline("MVPFormer", size="tiny", segment_len=L, amplitude="bands", max_epochs=1,
+                             batch_size=8, seed=0, sfreq=100.0).fit(X, y)
+    torch.save(clf.to_checkpoint(), tmp_path / "clf.pt")
+    back = DeepClassifier.from_checkpoint(torch.load(tmp_path / "clf.pt", weights_only=True))
+    assert back.module_.amplitude == "bands"
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    assert np.abs(back.predict_proba(X[:8] * 4) - back.predict_proba(X[:8])).max() > 1e-4
+    stream = back.segment_stream(2, 3 * L)  # the live path: one segment at a time
+    for t in range(3):
+        stream.push(X[9, :, t * L : (t + 1) * L])
+    np.testing.assert_allclose(stream.proba(), back.predict_proba(X[9:10])[0], atol=1e-6)
+
+    # bci pretrain's output keeps it, and fine-tuning from it takes it from the checkpoint
+    pretrain([w[None] for w in rng.standard_normal((4, 3 * L)).astype(np.float32)],
+             {"size": "tiny", "segment_len": L, "amplitude": "bands"}, tmp_path / "pre", steps=1, batch_size=2,
+             lr=1e-3, seed=0, progress=False)  # fmt: skip
+    assert load_pretrained(tmp_path / "pre").amplitude == "bands"
+    tuned = DeepClassifier("MVPFormer", init=str(tmp_path / "pre"), max_epochs=1, batch_size=8, seed=0,
+                           sfreq=100.0).fit(X, y)
+    assert tuned.module_.amplitude == "bands" and tuned.module_kwargs_["amplitude"] == "bands"
+    with pytest.raises(ConfigError, match=r"amplitude='none' \(checkpoint 'bands'\)"):
+        DeepClassifier("MVPFormer", module_params={"amplitude": "none"}, init=str(tmp_path / "pre"),
+                       sfreq=100.0).fit(X, y)
+    # added to a checkpoint without it (as a hub checkpoint): every other weight loaded, the projection fresh
+    pretrain([w[None] for w in rng.standard_normal((4, 3 * L)).astype(np.float32)],
+             {"size": "tiny", "segment_len": L}, tmp_path / "plain", steps=1, batch_size=2, lr=1e-3, seed=0,
+             progress=False)  # fmt: skip
+    added = make_deep_pipeline("MVPFormer", amplitude="bands", init=str(tmp_path / "plain"), max_epochs=0,
+                               batch_size=8, seed=0, sfreq=100.0).fit(X, y)
+    plain = load_pretrained(tmp_path / "plain").state_dict()
+    got = added.module_.state_dict()
+    assert added.module_.amplitude == "bands" and set(got) - set(plain) == {"patch_embed.amp_proj.weight"}
+    assert all(torch.equal(got[k], v) for k, v in plain.items() if not k.startswith("final_layer"))
+    with pytest.raises(ConfigError, match="adds a projection the checkpoint lacks; train it with finetune: full"):
+        make_deep_pipeline("MVPFormer", amplitude="bands", init=str(tmp_path / "plain"), finetune="freeze",
+                           sfreq=100.0).fit(X, y)
+
+
+def test_pretrain_normalize_global_keeps_amplitude(tmp_path):
+    import json
+
+    import yaml
+
+    from bci.config import load_config
+    from bci.pretraining import pretrain_windows, run_pretrain, validate_pretrain_section
+
+    files = [sorted((BONN / s).glob("*.txt"))[0] for s in ("A_Z", "E_S")]
+    section = {"recordings": [str(f) for f in files], "sfreq": 100, "window_segments": 4, "hop_segments": 4,
+               "max_windows_per_recording": 3, "normalize": "global", "model": {"size": "tiny", "amplitude": "bands"},
+               "steps": 1, "batch_size": 2, "device": "cpu"}  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"seed": 0, "pretrain": section}))
+    cfg = load_config(tmp_path / "p.yaml")
+    data = pretrain_windows(cfg, validate_pretrain_section(cfg))
+    assert np.concatenate([w.ravel() for w in data.windows]).std() == pytest.approx(1.0, rel=1e-4)
+    raw = pretrain_windows(cfg, {**validate_pretrain_section(cfg), "normalize": "none"})
+    for w, v in zip(data.windows, raw.windows):  # one factor for all: the seizure set stays louder
+        np.testing.assert_allclose(w, v * data.scale, rtol=1e-5, atol=1e-6)
+    assert np.std(data.windows[-1]) > 2 * np.std(data.windows[0])  # E (ictal) vs A
+    run_pretrain(cfg, tmp_path / "out", progress=False)
+    info = json.loads((tmp_path / "out" / "pretrain.json").read_text())
+    assert info["normalize"] == "global" and info["scale"] == pytest.approx(data.scale)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["amplitude"] == "bands"
