@@ -423,7 +423,7 @@ def test_amplitude_kept_by_saved_classifier_stream_and_pretraining(tmp_path):
                            sfreq=100.0).fit(X, y)
 
 
-def test_pretrain_normalize_global_keeps_amplitude(tmp_path):
+def test_pretrain_normalize_global_keeps_amplitude(tmp_path, data_dir):
     import json
 
     import yaml
@@ -431,7 +431,7 @@ def test_pretrain_normalize_global_keeps_amplitude(tmp_path):
     from bci.config import load_config
     from bci.pretraining import pretrain_windows, run_pretrain, validate_pretrain_section
 
-    files = [sorted((BONN / s).glob("*.txt"))[0] for s in ("A_Z", "E_S")]
+    files = [sorted((data_dir / "seizure/bonn" / s).glob("*.txt"))[0] for s in ("A_Z", "E_S")]
     section = {"recordings": [str(f) for f in files], "sfreq": 100, "window_segments": 4, "hop_segments": 4,
                "max_windows_per_recording": 3, "normalize": "global", "model": {"size": "tiny", "amplitude": "bands"},
                "steps": 1, "batch_size": 2, "device": "cpu"}  # fmt: skip
