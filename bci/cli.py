@@ -69,6 +69,10 @@ def cmd_train(args) -> int:
         f"{model.n_times} samples @ {model.sfreq:g} Hz in {meta['fit_seconds']:.1f} s; "
         f"training accuracy {meta['train_accuracy']:.3f}; reads {reads}"
     )
+    if meta.get("pretrained"):  # the weights it started from: hub checkpoint or our own pretraining
+        from models.hub import describe
+
+        print(f"fine-tuned from {describe(meta['pretrained'])}")
     point = meta.get("operating_point")
     if point:
         print(

@@ -35,8 +35,9 @@ from mne import get_config
 from moabb.datasets.base import BaseDataset
 from moabb.datasets.utils import dataset_list
 
+from .config import Config
 from .errors import ConfigError, DataError
-from .io import load_recording
+from .io import Recording, load_recording
 
 os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
 
@@ -244,4 +245,38 @@ def _subject_raws(arrays: dict, unit_factor: float) -> dict:
         raw = mne.io.RawArray(np.vstack([data, stim]), info, verbose="error")
         raw.set_montage("standard_1020", on_missing="ignore")
         out[f"{int(s)}"] = {"0": raw}
+    return out
+
+
+def training_recordings(cfg: Config, section: dict) -> list[tuple[str, Recording, tuple | None]]:
+    """``(group, recording, trial_interval)`` for every run of the configured data.
+
+    MOABB datasets give one recording per (subject, session, run) with their trial
+    interval; local files give one recording each (group = file name).
+    """
+    out = []
+    mne_data = (cfg.get("data") or {}).get("mne_data")
+    if mne_data and not os.environ.get("MNE_DATA"):
+        os.environ["MNE_DATA"] = str(cfg.resolve_path(mne_data))
+    for i, spec in enumerate(cfg.get("datasets") or []):
+        dataset = get_dataset(spec["name"], **spec.get("params", {}))
+        subjects = spec.get("subjects") or list(dataset.subject_list)
+        missing = [s for s in subjects if s not in dataset.subject_list]
+        if missing:
+            raise cfg.error(f"datasets[{i}].subjects", f"{dataset.code} has no subjects {missing}")
+        interval = tuple(float(v) for v in dataset.interval)
+        for subject in subjects:
+            try:
+                data = dataset.get_data([subject])
+            except (OSError, ConnectionError):
+                raise DataError(f"{dataset.code}: subject {subject} is not in the local cache and could not be downloaded; set MNE_DATA") from None
+            for session, runs in data[subject].items():
+                for run, raw in runs.items():
+                    rec = Recording.from_raw(raw, provenance={"dataset": dataset.code})
+                    out.append((f"{dataset.code}/s{subject}/{session}/{run}", rec, interval))
+    for entry in section.get("recordings") or []:
+        pattern = str(cfg.resolve_path(str(entry))) if not glob.has_magic(str(entry)) else str(entry)
+        paths = sorted(glob.glob(pattern)) or [pattern]
+        for path in paths:
+            out.append((Path(path).name, load_recording(path), None))
     return out

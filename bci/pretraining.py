@@ -47,6 +47,7 @@ bands}`` feeds the tokens' log amplitude to the model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -59,14 +60,15 @@ import torch
 import torch.distributed as dist
 from mne.filter import resample
 
-from models.mvpformer import segment_samples
-from models.pretrain import STRATEGIES, pretrain
+from models.hub import is_hub_id, load_pretrained
+from models.mvpformer import MVPFormer, segment_samples
+from models.pretrain import STRATEGIES, SUMMARY, WEIGHTS, pretrain
 
 from .channels import DATA_TYPES, ChannelSet
 from .config import Config, check_keys, load_config, validate_preprocessing
-from .errors import ConfigError, DataError
+from .datasets import training_recordings
+from .errors import ConfigError, DataError, ModelError
 from .preprocess import Preprocessor, sliding_windows
-from .training import training_recordings
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +267,9 @@ def run_pretrain(config, out_dir, *, progress: bool = True, resume: bool = True)
                 "preprocessing": section["preprocessing"], "seed": section["seed"],
                 "world_size": world, "strategy": section["strategy"] if world > 1 else "single",
                 "sources": [{"name": n, "channels": c, "windows": k, "available": a} for n, c, k, a in data.sources],
-                "load_seconds": round(load_s, 2),
+                "load_seconds": round(load_s, 2), "config": str(cfg.path), "steps": result["step"],
             }  # fmt: skip
-            (out_dir / "pretrain.json").write_text(json.dumps(info, indent=2))
+            (out_dir / SUMMARY).write_text(json.dumps(info, indent=2))
     except BaseException:
         # no teardown after a failure: other ranks may still be in a collective (it would
         # hang); torchrun stops them when this process exits non-zero
@@ -283,3 +285,94 @@ def run_pretrain(config, out_dir, *, progress: bool = True, resume: bool = True)
         "strategy": section["strategy"] if world > 1 else "single process",
         "preset": section["model"].get("size", "tiny"),
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------ train.init
+INIT_KEYS = {"hub", "pretrain", "cache"}
+
+
+def default_cache() -> Path:
+    """Where ``train.init`` keeps its own pretraining runs: ``$BCI_CACHE/pretrained``, else
+    ``$XDG_CACHE_HOME/bci/pretrained``, else ``~/.cache/bci/pretrained``."""
+    root = os.environ.get("BCI_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bci"
+    return Path(root).expanduser() / "pretrained"
+
+
+def validate_init(cfg: Config, spec) -> dict:
+    """``train.init``: the pretrained weights an MVPFormer pipeline starts from, the first available of
+    ``hub`` (a hub id read from the local cache only, or a checkpoint folder) and ``pretrain`` (a
+    ``bci pretrain`` config, run into ``cache`` when it has not run yet). One-line errors name the key."""
+    if not isinstance(spec, dict):
+        raise cfg.error("train.init", f"expected a mapping with hub (a hub id or checkpoint folder) and/or pretrain "
+                                      f"(a bci pretrain config), found {spec!r}")  # fmt: skip
+    check_keys(spec, INIT_KEYS, f"{cfg.path}: train.init")
+    for key, value in spec.items():
+        if not isinstance(value, str) or not value.strip():
+            raise cfg.error(f"train.init.{key}", f"expected a non-empty string, found {value!r}")
+    if not spec.get("hub") and not spec.get("pretrain"):
+        raise cfg.error("train.init", "names no weights: give hub (a hub id or checkpoint folder) and/or pretrain (a bci pretrain config)")
+    out = {"hub": None, "pretrain": None, "cache": cfg.resolve_path(spec["cache"]) if spec.get("cache") else default_cache()}
+    if spec.get("hub"):
+        folder = cfg.resolve_path(spec["hub"])
+        if not folder.is_dir() and not is_hub_id(spec["hub"]):
+            raise cfg.error("train.init.hub", f"{spec['hub']!r} is neither a checkpoint folder nor a hub id of the form org/name")
+        out["hub"] = str(folder) if folder.is_dir() else spec["hub"]
+    if spec.get("pretrain"):
+        path = cfg.resolve_path(spec["pretrain"])
+        if not path.is_file():
+            raise cfg.error("train.init.pretrain", f"no bci pretrain config at {path}")
+        try:
+            validate_pretrain_section(load_config(path))
+        except ConfigError as exc:
+            raise cfg.error("train.init.pretrain", str(exc)) from None
+        out["pretrain"] = path
+    return out
+
+
+def pretraining_folder(config_path: Path, cache: Path) -> Path:
+    """The cache folder of a ``bci pretrain`` config: its name and a digest of its validated
+    ``pretrain`` section, so an edited config pretrains afresh and an unchanged one is reused."""
+    section = validate_pretrain_section(load_config(config_path))
+    digest = hashlib.sha256(json.dumps(section, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(cache) / f"{Path(config_path).stem}-{digest}"
+
+
+def resolve_init(spec: dict, *, sfreq: float, check, progress: bool = True) -> tuple[str, dict]:
+    """The weights :func:`validate_init`'s ``spec`` resolves to on this machine: ``(source, record)``.
+
+    ``source`` is for ``DeepClassifier(init=...)``: the hub id or checkpoint folder when it loads
+    offline and ``check(model, source)`` (the classifier's :meth:`~pipelines.deep.DeepClassifier.check_pretrained`
+    at the data's rate) accepts it; else the cache folder of the ``pretrain`` config, pretrained
+    first when it holds no finished run (a progress bar; an interrupted run resumes). ``record``
+    says which was used, the config, whether it was pretrained now, and why the hub was skipped."""
+    record = {"hub": spec["hub"], "pretrain_config": str(spec["pretrain"]) if spec["pretrain"] else None,
+              "used": None, "skipped": []}  # fmt: skip
+    if spec["hub"]:
+        try:
+            model, _ = load_pretrained(spec["hub"], local_files_only=True)
+            check(model, spec["hub"])
+        except (ModelError, DataError, ConfigError) as exc:
+            if not spec["pretrain"]:
+                raise ConfigError(f"train.init.hub: {exc}") from None
+            record["skipped"].append(str(exc))
+        else:
+            log.info("init: %s (found offline)", spec["hub"])
+            return spec["hub"], {**record, "used": "hub"}
+    config = load_config(spec["pretrain"])
+    section = validate_pretrain_section(config)
+    if abs(section["sfreq"] - sfreq) > 1e-6 * sfreq:
+        raise ConfigError(f"train.init.pretrain: {spec['pretrain']} pretrains at {section['sfreq']:g} Hz, the training data "
+                          f"are at {sfreq:g} Hz; make them equal (pretrain.sfreq, preprocessing.resample)")  # fmt: skip
+    model_config = {**section["model"], "segment_len": segment_samples(section["sfreq"], section["segment_seconds"])}
+    check(MVPFormer(**model_config), str(spec["pretrain"]))  # the architecture fits the pipeline: known before minutes of pretraining
+    folder = pretraining_folder(spec["pretrain"], spec["cache"])
+    done = (folder / SUMMARY).is_file() and (folder / WEIGHTS).is_file()
+    if done:
+        log.info("init: reusing our own pretraining %s (%s)", folder, spec["pretrain"])
+    else:
+        why = f"{record['skipped'][0]}; " if record["skipped"] else ""
+        log.warning("init: %spretraining our own MVPFormer with %s into %s (%d steps; resumes if interrupted)",
+                    why, spec["pretrain"], folder, section["steps"])
+        run_pretrain(config, folder, progress=progress, resume=True)
+    return str(folder), {**record, "used": "pretrain", "pretrained_now": not done}
+

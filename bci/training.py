@@ -21,18 +21,26 @@ Config (YAML; the ``train`` section, the shared ``preprocessing`` section)::
       recordings: [my_session.fif] # local files with annotations (globs allowed)
       channels_contract: any-of-type   # narrow the inferred contract (fixed < any-of-type < any)
       channel_types: [ecog, seeg]      # the types an any-of-type model reads
+      init:                        # MVPFormer pipelines: the pretrained weights to start from
+        hub: braindecode/mvpformer-s-pretrained   # used when in the local cache and fitting the data
+        pretrain: configs/pretrain_seizure.yaml   # else our own bci pretrain run of this config
+        cache: ~/.cache/bci/pretrained            # where that run is kept and reused (default)
 
 The saved model's channel contract (:class:`~bci.channels.ChannelContract`) is inferred
 from the pipeline (:func:`~bci.model.inferred_contract`: ``any`` for per-channel and
 any-channel-count models, else ``fixed``; Euclidean alignment makes it ``fixed``);
 ``train.channels_contract`` may narrow it, never widen it.
+
+``train.init`` (:func:`~bci.pretraining.validate_init`, :func:`~bci.pretraining.resolve_init`)
+sets the pipeline's ``init``: the hub checkpoint when it loads offline and fits the data, else
+the weights of our own ``bci pretrain`` run of the named config, run into the cache first when
+it has not run yet. The saved model's ``metadata.pretrained`` records the weights used (with
+the run's ``pretrain.json`` summary), licence and terms, and why the hub checkpoint was not used.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -57,19 +65,20 @@ from pipelines.selection import default_scoring
 from .alarm import TARGET_FP_PER_24H, AlarmRule, operating_point
 from .channels import CONTRACTS, DATA_TYPES, ChannelSet
 from .config import Config, check_keys, load_config
-from .datasets import get_dataset
-from .errors import DataError
+from .datasets import training_recordings
+from .errors import ConfigError, DataError
 from .evaluate import _group_fit_params, chosen_params
-from .io import Recording, load_recording
+from .io import Recording
 from .model import TrainedModel, inferred_contract
 from .preprocess import Preprocessor, TrainingData, epochs_from_annotations
+from .pretraining import resolve_init, validate_init
 from .seizure import WindowSpec, training_data, window_traces
 
 log = logging.getLogger(__name__)
 
 TRAIN_KEYS = {
     "pipeline", "task", "channels", "events", "tmin", "tmax", "hop", "recordings", "window", "labels", "scoring",
-    "channels_contract", "channel_types", "alarm", "operating_point",
+    "channels_contract", "channel_types", "alarm", "operating_point", "init",
 }  # fmt: skip
 TASKS = ("classification", "seizure")
 
@@ -118,40 +127,6 @@ def validate_train_section(cfg: Config) -> dict:
         if scoring not in get_scorer_names():
             raise cfg.error("train.scoring", f"unknown scikit-learn scorer {scoring!r} (e.g. roc_auc, accuracy, balanced_accuracy)")
     return section
-
-
-def training_recordings(cfg: Config, section: dict) -> list[tuple[str, Recording, tuple | None]]:
-    """``(group, recording, trial_interval)`` for every run of the configured data.
-
-    MOABB datasets give one recording per (subject, session, run) with their trial
-    interval; local files give one recording each (group = file name).
-    """
-    out = []
-    mne_data = (cfg.get("data") or {}).get("mne_data")
-    if mne_data and not os.environ.get("MNE_DATA"):
-        os.environ["MNE_DATA"] = str(cfg.resolve_path(mne_data))
-    for i, spec in enumerate(cfg.get("datasets") or []):
-        dataset = get_dataset(spec["name"], **spec.get("params", {}))
-        subjects = spec.get("subjects") or list(dataset.subject_list)
-        missing = [s for s in subjects if s not in dataset.subject_list]
-        if missing:
-            raise cfg.error(f"datasets[{i}].subjects", f"{dataset.code} has no subjects {missing}")
-        interval = tuple(float(v) for v in dataset.interval)
-        for subject in subjects:
-            try:
-                data = dataset.get_data([subject])
-            except (OSError, ConnectionError):
-                raise DataError(f"{dataset.code}: subject {subject} is not in the local cache and could not be downloaded; set MNE_DATA") from None
-            for session, runs in data[subject].items():
-                for run, raw in runs.items():
-                    rec = Recording.from_raw(raw, provenance={"dataset": dataset.code})
-                    out.append((f"{dataset.code}/s{subject}/{session}/{run}", rec, interval))
-    for entry in section.get("recordings") or []:
-        pattern = str(cfg.resolve_path(str(entry))) if not glob.has_magic(str(entry)) else str(entry)
-        paths = sorted(glob.glob(pattern)) or [pattern]
-        for path in paths:
-            out.append((Path(path).name, load_recording(path), None))
-    return out
 
 
 def _event_map(events) -> dict:
@@ -227,6 +202,8 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     section = validate_train_section(cfg)
     pipelines = load_pipelines([section["pipeline"]], cfg)  # fails fast on an unknown pipeline
     (name, estimator), = pipelines.items()
+    init = validate_init(cfg, section["init"]) if section.get("init") is not None else None
+    init_key, init_target = _init_parameter(estimator, name) if init else (None, None)
     pre_cfg = dict(cfg.get("preprocessing") or {})
     align = bool(pre_cfg.pop("euclidean_alignment", False))
     pre = Preprocessor.from_config(pre_cfg)
@@ -239,6 +216,13 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
     # config says otherwise: ROC-AUC for two classes, accuracy for more.
     scoring = section.get("scoring") or default_scoring(len(data.classes))
     estimator = fill_unset(estimator, seed=cfg["seed"], sfreq=data.sfreq, scoring=scoring)
+    init_record = None
+    if init:
+        source, init_record = resolve_init(
+            init, sfreq=data.sfreq, progress=progress,
+            check=lambda model, where: init_target.check_pretrained(model, data.sfreq, where),
+        )  # fmt: skip
+        estimator.set_params(**{init_key: source})
     try:
         contract = inferred_contract(estimator).restrict("fixed" if align else None)
         contract = contract.restrict(section.get("channels_contract"), section.get("channel_types"))
@@ -277,7 +261,7 @@ def train(config, out_dir: str | Path, *, progress: bool = True) -> TrainedModel
             "n_windows": counts, "fit_seconds": round(fit_time, 3), "train_accuracy": train_accuracy,
             "chosen_params": chosen, "search_scoring": scoring, "calibration": calibration,
             "versions": {"sklearn": sklearn.__version__, "mne": mne.__version__, **_versions()}, **alarm,
-            **_pretrained(estimator),
+            **_pretrained(estimator, init_record),
         },
     )  # fmt: skip
     model.save(out_dir)
@@ -315,12 +299,32 @@ def seizure_operating_point(section: dict, estimator, data: TrainingData, seed: 
     return {"alarm": chosen.to_config(), "operating_point": report}
 
 
-def _pretrained(estimator) -> dict:
-    """``{"pretrained": provenance}`` when the network started from a published checkpoint
-    (``DeepClassifier(init=...)``: source, revision, licence, terms of use), else ``{}``."""
+def _pretrained(estimator, init_record: dict | None = None) -> dict:
+    """``{"pretrained": provenance}`` when the network started from pretrained weights
+    (``DeepClassifier(init=...)``: source, revision, licence, terms of use; with ``train.init``
+    its resolution under ``init``), else ``{}``."""
     steps = getattr(estimator, "steps", None)
     provenance = getattr(steps[-1][1] if steps else estimator, "provenance_", None)
-    return {"pretrained": dict(provenance)} if provenance else {}
+    if not provenance:
+        return {}
+    return {"pretrained": {**provenance, **({"init": init_record} if init_record else {})}}
+
+
+def _init_parameter(estimator, name: str) -> tuple[str, object]:
+    """``(parameter key, classifier)`` of the one network in ``estimator`` that ``train.init`` starts
+    from pretrained weights (a ``DeepClassifier`` of a model :data:`~pipelines.deep.PRETRAINED_MODELS`
+    lists, whose own ``init`` is unset)."""
+    params = estimator.get_params(deep=True)
+    found = [(key, params[key.rpartition("__")[0]] if "__" in key else estimator)
+             for key in params if key.rpartition("__")[2] == "init"]  # fmt: skip
+    found = [(key, owner) for key, owner in found if hasattr(owner, "check_pretrained")]
+    if len(found) != 1:
+        raise ConfigError(f"train.init: pipeline {name!r} has {len(found) or 'no'} network(s) that start from pretrained weights; expected one (MVPFormer)")
+    key, owner = found[0]
+    if params[key] is not None:
+        raise ConfigError(f"train.init: pipeline {name!r} already sets init: {params[key]}; name the weights in one place")
+    owner.check_pretrained(None, 0.0, "train.init")  # the model takes pretrained weights at all
+    return key, owner
 
 
 def _versions() -> dict:

@@ -40,10 +40,11 @@ import yaml
 from bci.errors import DataError, ModelError
 from models.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
 from models.pretrain import CONFIG as PRETRAIN_CONFIG
+from models.pretrain import SUMMARY as PRETRAIN_SUMMARY
 from models.pretrain import WEIGHTS as PRETRAIN_WEIGHTS
 from models.pretrain import load_pretrained as load_own_pretrained
 
-__all__ = ["DEFAULT_USE", "PUBLISHED", "describe", "load_pretrained", "read_card"]
+__all__ = ["DEFAULT_USE", "PUBLISHED", "describe", "is_hub_id", "load_pretrained", "own_pretraining", "read_card"]
 
 #: The published MVPFormer checkpoints (braindecode's Hugging Face organisation).
 PUBLISHED = {
@@ -73,7 +74,8 @@ def _hub():
     return huggingface_hub
 
 
-def _is_hub_id(source: str) -> bool:
+def is_hub_id(source: str) -> bool:
+    """Whether ``source`` has the form of a hub id (``org/name``, not a relative path)."""
     return bool(_HUB_ID.match(source)) and not source.startswith((".", "/", "~"))
 
 
@@ -86,7 +88,7 @@ def _resolve(source: str, *, cache_dir, local_files_only: bool, revision) -> tup
             raise DataError(f"{path}: not a checkpoint folder (no {' or '.join(missing)}; expected the layout "
                             "braindecode's save_pretrained writes: config.json, model.safetensors, README.md)")
         return "directory", path / "config.json", None
-    if not _is_hub_id(source):
+    if not is_hub_id(source):
         raise DataError(f"{source}: no checkpoint folder there, and not a hub id of the form org/name")
     hub = _hub()
     from huggingface_hub.utils import (
@@ -198,6 +200,23 @@ def own_pretraining(source: str) -> bool:
             and ((path / PRETRAIN_WEIGHTS).is_file() or (path / PRETRAIN_CHECKPOINT).is_file()))  # fmt: skip
 
 
+def _pretrain_summary(path: Path) -> dict:
+    """What a ``bci pretrain`` run's ``pretrain.json`` says about its weights (``{}`` without one):
+    config, steps, rate, segment, normalisation and its factor, recordings and windows."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(run, dict):
+        return {}
+    sources = run.get("sources") if isinstance(run.get("sources"), list) else []
+    out = {k: run[k] for k in ("config", "steps", "sfreq", "segment_seconds", "window_segments", "normalize", "scale", "seed")
+           if k in run}  # fmt: skip
+    out["recordings"] = len(sources)
+    out["windows"] = int(sum(s.get("windows", 0) for s in sources if isinstance(s, dict)))
+    return out
+
+
 def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_files_only: bool | None = None,
                     revision: str | None = None, return_braindecode: bool = False):
     """Our :class:`~models.mvpformer.MVPFormer` with a published checkpoint's weights, and its provenance.
@@ -238,6 +257,9 @@ def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_f
         info = {"source": source, "kind": "bci pretrain", "revision": None, "architecture": "MVPFormer",
                 "n_parameters": int(sum(p.numel() for p in model.parameters())),
                 "license": "this project's own weights (bci pretrain)", "use": OWN_USE}  # fmt: skip
+        summary = _pretrain_summary(Path(source).expanduser() / PRETRAIN_SUMMARY)
+        if summary:
+            info["pretrain"] = summary
         return (model, info, None) if return_braindecode else (model, info)
     offline = bool(local_files_only)
     kind, config_path, commit = _resolve(source, cache_dir=cache_dir, local_files_only=offline, revision=revision)
@@ -263,6 +285,18 @@ def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_f
 
 
 def describe(info: dict) -> str:
-    """One line naming a checkpoint's source, licence and terms of use."""
+    """One line naming a checkpoint's source, licence and terms of use; for weights of our own
+    ``bci pretrain``, what they were pretrained on, and the weights named first but not used
+    (``train.init``: a hub checkpoint not in the local cache)."""
     at = f"@{info['revision'][:12]}" if info.get("revision") else ""
-    return f"pretrained weights {info.get('source')}{at} (licence: {info.get('license', 'unknown')}; {info.get('use') or DEFAULT_USE})"
+    run = info.get("pretrain") or {}
+    own = ""
+    if run:
+        config = f" of {Path(str(run['config'])).name}" if run.get("config") else ""
+        steps = f"{run['steps']} steps, " if run.get("steps") else ""
+        rate = f" at {run['sfreq']:g} Hz" if isinstance(run.get("sfreq"), (int, float)) else ""
+        own = (f" (own bci pretrain{config}: {steps}{run.get('windows')} windows of {run.get('recordings')} recordings"
+               f"{rate}, normalize {run.get('normalize')})")
+    skipped = "".join(f"; not used: {reason}" for reason in (info.get("init") or {}).get("skipped", []))
+    return (f"pretrained weights {info.get('source')}{at}{own} (licence: {info.get('license', 'unknown')}; "
+            f"{info.get('use') or DEFAULT_USE}){skipped}")

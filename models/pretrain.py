@@ -46,6 +46,8 @@ CONFIG = "config.json"
 WEIGHTS = "model.pt"
 LOSS_CSV = "loss.csv"
 LOSS_PNG = "loss.png"
+#: What ``bci pretrain`` writes beside the weights: the data settings and sources of the run.
+SUMMARY = "pretrain.json"
 STRATEGIES = ("ddp", "fsdp")
 
 log = logging.getLogger(__name__)

@@ -324,10 +324,22 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         """The checkpoint ``init`` names, as our MVPFormer; sets ``provenance_``."""
         from models.hub import load_pretrained
 
+        self.check_pretrained(None, sfreq, str(self.init))  # the model first: nothing to load for EEGNet
+        pretrained, info = load_pretrained(str(self.init))
+        self.check_pretrained(pretrained, sfreq, str(self.init))
+        self.provenance_ = dict(info)
+        return pretrained
+
+    def check_pretrained(self, pretrained, sfreq: float, source: str) -> None:
+        """Raise a one-line :class:`ConfigError` when ``pretrained`` (our MVPFormer, or None to
+        check only the model name) cannot start this classifier on data at ``sfreq`` Hz: another
+        model, an architecture its ``module_params`` contradict, an amplitude input that
+        ``finetune`` would leave random, or another sampling rate."""
         if self.model not in PRETRAINED_MODELS:
             raise ConfigError(f"init: pretrained checkpoints are supported for {', '.join(PRETRAINED_MODELS)}; "
                               f"the model is {self.model}")  # fmt: skip
-        pretrained, info = load_pretrained(str(self.init))
+        if pretrained is None:
+            return
         clash = {k: (v, getattr(pretrained, k)) for k, v in (self.module_params or {}).items()
                  if k in _CHECKPOINT_ARCH and v != getattr(pretrained, k)}  # fmt: skip
         amplitude = (self.module_params or {}).get("amplitude", pretrained.amplitude)
@@ -335,16 +347,14 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             clash["amplitude"] = (amplitude, pretrained.amplitude)
         if clash:
             said = ", ".join(f"{k}={mine!r} (checkpoint {theirs!r})" for k, (mine, theirs) in sorted(clash.items()))
-            raise ConfigError(f"init {self.init}: module parameters contradict the checkpoint's architecture: {said}")
+            raise ConfigError(f"init {source}: module parameters contradict the checkpoint's architecture: {said}")
         if amplitude != pretrained.amplitude and self.finetune != "full":
-            raise ConfigError(f"init {self.init}: amplitude={amplitude!r} adds a projection the checkpoint lacks; "
+            raise ConfigError(f"init {source}: amplitude={amplitude!r} adds a projection the checkpoint lacks; "
                               f"train it with finetune: full (finetune {self.finetune!r} would keep it random)")  # fmt: skip
         rate = pretrained._sfreq
         if rate is not None and abs(float(rate) - sfreq) > 1e-6 * sfreq:
-            raise ConfigError(f"init {self.init}: the checkpoint was trained at {float(rate):g} Hz, the data are at "
+            raise ConfigError(f"init {source}: the checkpoint was trained at {float(rate):g} Hz, the data are at "
                               f"{sfreq:g} Hz; resample to {float(rate):g} Hz (preprocessing: resample)")  # fmt: skip
-        self.provenance_ = dict(info)
-        return pretrained
 
     def _load_encoder(self, pretrained) -> str:
         """Copy the checkpoint's weights into the fresh module.

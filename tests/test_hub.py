@@ -282,3 +282,157 @@ def test_init_from_our_own_bci_pretrain_output(tmp_path):
     X, y = bonn(n_files=2)
     clf = DeepClassifier("MVPFormer", init=str(folder), sfreq=BONN_SFREQ, max_epochs=1, batch_size=4, seed=0).fit(X, y)
     assert clf.provenance_["kind"] == "bci pretrain" and clf.predict_proba(X).shape == (len(X), 2)
+
+
+# ---------------------------------------------------------------- train.init: hub, else our own pretraining
+WINDOW = {"sfreq": 100, "length_s": 4.0, "hop_s": 2.0, "settle_s": 3.0, "segment_s": 1.0}
+
+
+@pytest.fixture
+def seizure_setup(tmp_path, monkeypatch):
+    """Bonn A/E segments, a small `bci pretrain` config on them (3 steps), a frozen-encoder MVPFormer
+    seizure pipeline and a train config whose init names the hub id, that config and a cache; the
+    Hugging Face cache is an empty folder (no hub weights present)."""
+    import huggingface_hub.constants
+    import yaml
+
+    if not BONN.is_dir():
+        pytest.skip(f"Bonn data not found at {BONN}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    data = tmp_path / "bonn"
+    for sub in ("A_Z", "E_S"):
+        (data / sub).mkdir(parents=True)
+        for f in sorted((BONN / sub).glob("*.txt"))[:2]:
+            shutil.copy(f, data / sub / f.name)
+    pretrain = {"name": "small pretraining", "seed": 0, "pretrain": {
+        "recordings": [str(data / "*" / "*.txt")], "preprocessing": {"bandpass": [0.5, 40]}, "sfreq": 100,
+        "segment_seconds": 1.0, "window_segments": 4, "hop_segments": 2, "max_windows_per_recording": 4,
+        "normalize": "global", "model": {"size": "tiny", "drop_prob": 0.0, "amplitude": "bands"},
+        "steps": 3, "batch_size": 4, "checkpoint_every": 3}}
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
+    pipeline = {"name": "MVPFormer", "paradigms": ["Seizure"], "pipeline": [{
+        "name": "make_deep_pipeline", "from": "pipelines.deep",
+        "parameters": {"name": "MVPFormer", "size": "tiny", "segment_len": 100, "channel_mode": "independent",
+                       "amplitude": "bands", "finetune": "freeze", "max_epochs": 1, "batch_size": 16}}]}
+    (tmp_path / "pipeline.yml").write_text(yaml.safe_dump(pipeline))
+    config = {"name": "seizure MVPFormer from pretrained weights", "seed": 0,
+              "preprocessing": {"bandpass": [0.5, 40], "resample": 100},
+              "train": {"task": "seizure", "pipeline": str(tmp_path / "pipeline.yml"), "recordings": [str(data)],
+                        "labels": "A-E", "window": WINDOW, "hop": 1.0,
+                        "init": {"hub": HUB_ID, "pretrain": "pretrain.yaml", "cache": str(tmp_path / "cache")}}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path, config
+
+
+def test_train_init_falls_back_to_our_own_pretraining_once(seizure_setup, capsys, monkeypatch, no_network):
+    """No hub weights present: `bci train` pretrains into the cache, fine-tunes from those weights and
+    says so; the second run reuses the pretraining without running it again."""
+    import json
+
+    import bci.pretraining
+    from bci.cli import main
+    from bci.model import TrainedModel
+    from models.pretrain import SUMMARY, WEIGHTS
+
+    root, _ = seizure_setup
+    assert main(["train", str(root / "train.yaml"), "--out", str(root / "model"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    (folder,) = (root / "cache").iterdir()  # the run, named after the config
+    assert folder.name.startswith("pretrain-") and json.loads((folder / SUMMARY).read_text())["steps"] == 3
+    meta = TrainedModel.load(root / "model").metadata["pretrained"]
+    assert meta["kind"] == "bci pretrain" and meta["source"] == str(folder)
+    assert meta["pretrain"]["steps"] == 3 and meta["pretrain"]["recordings"] == 4 and meta["pretrain"]["normalize"] == "global"
+    assert meta["init"]["used"] == "pretrain" and meta["init"]["pretrained_now"] is True
+    assert HUB_ID in meta["init"]["skipped"][0] and "not in the local cache" in meta["init"]["skipped"][0]
+    assert f"fine-tuned from pretrained weights {folder} (own bci pretrain of pretrain.yaml: 3 steps" in out
+    assert f"; not used: {HUB_ID} is not in the local cache" in out
+    # the fine-tune started from the pretrained weights: with a frozen encoder, every tensor but the head's is theirs
+    pretrained = torch.load(folder / WEIGHTS, weights_only=True)
+    tuned = TrainedModel.load(root / "model").estimator.module_.state_dict()  # the DeepClassifier
+    assert any(k.startswith("patch_embed.") for k in pretrained)
+    for key, value in pretrained.items():
+        if not key.startswith("final_layer."):
+            assert torch.equal(tuned[key], value), key
+    # a second run reuses the finished pretraining
+    stamp = (folder / WEIGHTS).stat().st_mtime_ns
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pretraining ran again")
+
+    monkeypatch.setattr(bci.pretraining, "run_pretrain", refuse)
+    assert main(["train", str(root / "train.yaml"), "--out", str(root / "again"), "--no-progress"]) == 0
+    again = TrainedModel.load(root / "again").metadata["pretrained"]
+    assert again["source"] == str(folder) and again["init"]["pretrained_now"] is False
+    assert (folder / WEIGHTS).stat().st_mtime_ns == stamp and len(list((root / "cache").iterdir())) == 1
+
+
+def test_train_init_takes_the_hub_checkpoint_when_cached_and_fitting(seizure_setup, no_network):
+    """The hub checkpoint in the local cache is used when it fits the data; at another rate it is
+    skipped with the reason, and the (here already finished) own pretraining is used."""
+    import huggingface_hub.constants
+
+    from bci.config import load_config
+    from bci.pretraining import pretraining_folder, resolve_init, validate_init
+    from models.pretrain import SUMMARY, WEIGHTS
+
+    root, config = seizure_setup
+    clf = DeepClassifier("MVPFormer", module_params={"segment_len": 100, "amplitude": "bands"})
+    cfg = load_config(root / "train.yaml")
+    spec = validate_init(cfg, config["train"]["init"])
+
+    def check(model, source):
+        clf.check_pretrained(model, 100.0, source)
+
+    for rate in (100.0, BONN_SFREQ):
+        repo = Path(huggingface_hub.constants.HF_HUB_CACHE) / ("models--" + HUB_ID.replace("/", "--"))
+        shutil.rmtree(repo, ignore_errors=True)
+        write_checkpoint(repo / "snapshots" / COMMIT, n_outputs=2, sfreq=rate, segment_len=100)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(COMMIT)
+        if rate == 100.0:
+            assert resolve_init(spec, sfreq=100.0, check=check) == (HUB_ID, {
+                "hub": HUB_ID, "pretrain_config": str(root / "pretrain.yaml"), "used": "hub", "skipped": []})
+            assert not (root / "cache").exists()  # nothing pretrained
+            continue
+        folder = pretraining_folder(spec["pretrain"], spec["cache"])
+        folder.mkdir(parents=True)  # a finished run (its files), so nothing is pretrained here
+        torch.save({}, folder / WEIGHTS)
+        (folder / SUMMARY).write_text("{}")
+        source, record = resolve_init(spec, sfreq=100.0, check=check)
+        assert source == str(folder) and record["used"] == "pretrain" and record["pretrained_now"] is False
+        assert "trained at 173.61 Hz, the data are at 100 Hz" in record["skipped"][0]
+
+
+def test_train_init_errors_are_one_line(seizure_setup, capsys):
+    import yaml
+
+    from bci.cli import main
+    from bci.training import train
+
+    root, config = seizure_setup
+    (root / "bad_pretrain.yaml").write_text(yaml.safe_dump({"pretrain": {"recordings": ["x.txt"]}}))
+    (root / "bp.yml").write_text(yaml.safe_dump({"name": "BP+LR", "paradigms": ["Seizure"], "pipeline": [
+        {"name": "make_seizure_pipeline", "from": "pipelines.seizure", "parameters": {"name": "BP+LR"}}]}))
+    cases = [
+        ({"init": HUB_ID}, "train.init: expected a mapping"),
+        ({"init": {}}, "train.init: names no weights"),
+        ({"init": {"hub": HUB_ID, "fallback": "x"}}, "train.init.fallback: unknown key"),
+        ({"init": {"hub": "not a hub id"}}, "train.init.hub: 'not a hub id' is neither a checkpoint folder nor a hub id"),
+        ({"init": {"pretrain": "missing.yaml"}}, "train.init.pretrain: no bci pretrain config at"),
+        ({"init": {"pretrain": "bad_pretrain.yaml"}}, "pretrain.sfreq: missing"),
+        ({"init": {"hub": HUB_ID}, "pipeline": str(root / "bp.yml")}, "has no network(s) that start from pretrained weights"),
+        ({"init": {"hub": HUB_ID, "pretrain": "pretrain.yaml"}, "preprocessing": {"resample": 128}},
+         "pretrain.yaml pretrains at 100 Hz, the training data are at 128 Hz"),
+    ]
+    for i, (change, message) in enumerate(cases):
+        case = {**config, "train": {**config["train"], **{k: v for k, v in change.items() if k != "preprocessing"}}}
+        if "preprocessing" in change:
+            case["preprocessing"] = {**config["preprocessing"], **change["preprocessing"]}
+            case["train"]["window"] = {**WINDOW, "sfreq": 128}
+        path = root / f"case{i}.yaml"
+        path.write_text(yaml.safe_dump(case))
+        with pytest.raises(ConfigError) as err:
+            train(path, root / f"m{i}", progress=False)
+        assert message in str(err.value) and "\n" not in str(err.value), (message, str(err.value))
+    assert main(["train", str(root / "case0.yaml"), "--out", str(root / "m")]) != 0
+    assert capsys.readouterr().err.strip().count("\n") == 0
