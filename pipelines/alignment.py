@@ -39,6 +39,7 @@ from sklearn.pipeline import make_pipeline
 
 from bci.errors import DataError
 
+from .fastpath import compile_proba
 from .validation import check_trials, class_probabilities, flat_steps
 
 
@@ -320,6 +321,7 @@ class OnlineAdaptation:
     def __init__(self, estimator, signal_alignment: np.ndarray | None = None, *, update: bool = True, **options):
         options = {**ONLINE_DEFAULTS, **options}
         self.update = bool(update)
+        self._fast = False  # the tail's fast path: compiled at the first decision
         steps = flat_steps(estimator)
         at = [i for i, s in enumerate(steps) if isinstance(s, (EuclideanAlignment, RiemannianRecentering))]
         if signal_alignment is not None:
@@ -356,6 +358,10 @@ class OnlineAdaptation:
         return ref.inv_sqrt @ z @ ref.inv_sqrt
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities of trials ``X`` taken in order, each aligned after updating."""
+        """Class probabilities of trials ``X`` taken in order, each aligned after updating; the
+        tail's fast path (:func:`~pipelines.fastpath.compile_proba`) decides when it has one."""
         X = check_trials(X)
-        return np.vstack([class_probabilities(self.tail, self._align(x)) for x in X])
+        if self._fast is False or (self._fast is not None and not self._fast.valid()):
+            self._fast = compile_proba(self.tail)
+        decide = self._fast if self._fast is not None else lambda z: class_probabilities(self.tail, z)
+        return np.vstack([decide(self._align(x)) for x in X])

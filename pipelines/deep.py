@@ -46,13 +46,20 @@ epochs, restoring the best weights.
 
 from __future__ import annotations
 
+import io
+import logging
+import warnings
+
 import numpy as np
+import onnxruntime as ort
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from bci.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEEP_MODELS", "DeepClassifier", "SegmentStream", "make_deep_pipeline"]
 
@@ -461,6 +468,91 @@ def _direct_proba(net, X: np.ndarray) -> np.ndarray:
             yp = yp[0] if isinstance(yp, tuple) else yp
             out.append(nonlin(yp).cpu().numpy())
     return out[0] if len(out) == 1 else np.concatenate(out, 0)
+
+
+class _WithNonlinearity(torch.nn.Module):
+    """The network followed by the net's ``predict_nonlinearity`` (softmax): one exported graph."""
+
+    def __init__(self, module: torch.nn.Module, nonlin):
+        super().__init__()
+        self.module, self.nonlin = module, nonlin
+
+    def forward(self, x):
+        y = self.module(x)
+        return self.nonlin(y[0] if isinstance(y, tuple) else y)
+
+
+class OnnxProba:
+    """A fitted :class:`DeepClassifier`'s probabilities for one trial at a time through ONNX
+    Runtime: the live loop's model call (:func:`pipelines.fastpath.compile_proba`).
+
+    The network and its ``predict_nonlinearity`` are exported once with
+    ``torch.onnx.export`` (the torch.export-based exporter) for input ``(1, n_chans, n_times)``
+    and run in an ``InferenceSession`` on as many threads as torch uses. A single eager
+    forward of a small network spends most of its time in per-operator dispatch; ONNX
+    Runtime's fused graph does not (4-7x faster for DBConformer at batch 1,
+    benchmarks/RESULTS.md). Batches of several trials keep the torch path (``predict_proba``).
+    Use :meth:`compile`: it checks the session's output against torch's on a probe and gives
+    None (torch is kept) when the export fails or differs.
+    """
+
+    #: Largest difference from torch's probabilities on the probe accepted.
+    TOLERANCE = 1e-4
+
+    def __init__(self, clf: "DeepClassifier", session):
+        self.clf, self.net, self.session = clf, clf.net_, session
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def compile(cls, clf: "DeepClassifier") -> "OnnxProba | None":
+        from models.mvpformer import MVPFormer  # deep.py serves braindecode's models without ours
+
+        check_is_fitted(clf, "net_")
+        net = clf.net_
+        if getattr(net, "cropped", False) or isinstance(net.module_, MVPFormer) or clf.model in ANY_CHANNEL_COUNT:
+            return None  # cropped decoding averages crops; MVPFormer streams through SegmentStream
+        shape = (1, clf.module_kwargs_["n_chans"], clf.module_kwargs_["n_times"])
+        probe = torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+        module = net.module_
+        if module.training:
+            module.train(False)
+        wrapper = _WithNonlinearity(module, net._get_predict_nonlinearity()).eval()
+        buf = io.BytesIO()
+        quiet = logging.getLogger("torch.onnx")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # the exporter logs every registry entry it skips (torchvision's)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))  # torch.export's internals
+                expected = wrapper(probe).numpy()
+                torch.onnx.export(wrapper, (probe,), buf, input_names=["x"], output_names=["proba"], dynamo=True,
+                                  verbose=False, report=False)  # fmt: skip
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+            got = session.run(None, {session.get_inputs()[0].name: probe.numpy()})[0]
+        except Exception as exc:  # noqa: BLE001 - any export failure keeps the torch path
+            log.warning("%s: ONNX export failed (%s: %s); the torch path decides", clf.model, type(exc).__name__, str(exc).splitlines()[0][:120])
+            return None
+        finally:
+            quiet.setLevel(level)
+        if got.shape != expected.shape or not np.allclose(got, expected, atol=cls.TOLERANCE, rtol=0):
+            log.warning("%s: ONNX Runtime's output differs from torch's on a probe; the torch path decides", clf.model)
+            return None
+        return cls(clf, session)
+
+    def valid(self) -> bool:
+        """Whether the classifier still holds the network this was exported from (not refitted)."""
+        return self.clf.__dict__.get("net_") is self.net
+
+    def __call__(self, X) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` in ``classes_`` order."""
+        X = self.clf._prepare(X)
+        if len(X) != 1:
+            return _direct_proba(self.net, X)
+        return self.session.run(None, {self.input_name: X})[0]
 
 
 def _skorch_proba(clf: DeepClassifier, X) -> np.ndarray:

@@ -1,4 +1,11 @@
-"""Closed-form inference for tangent-space + linear pipelines (the live loop's model call).
+"""The live loop's model call, faster than the estimator's own ``predict_proba``.
+
+:func:`compile_proba` gives, for a fitted estimator, one of:
+
+- :class:`FastProba` for tangent-space + linear pipelines, in closed form (below);
+- :class:`pipelines.deep.OnnxProba` for a deep classifier alone: its network exported to
+  ONNX and run by ONNX Runtime, one trial at a time;
+- None: the estimator's own ``predict_proba`` is used.
 
 A fitted ``... -> TangentSpace -> linear classifier`` pipeline (optionally inside
 scikit-learn's ``CalibratedClassifierCV`` with Platt scaling) decides a window with one
@@ -26,6 +33,7 @@ import math
 
 import numpy as np
 
+from .deep import DeepClassifier, OnnxProba
 from .validation import flat_steps
 
 __all__ = ["FastProba", "compile_proba"]
@@ -106,12 +114,16 @@ class FastProba:
         return np.column_stack([1.0 - p, p])
 
 
-def compile_proba(estimator) -> FastProba | None:
+def compile_proba(estimator) -> FastProba | OnnxProba | None:
     """A :class:`FastProba` for ``estimator`` or None when it is not of a supported form:
     ``[transformers ->] TangentSpace(metric="riemann") -> binary linear classifier``
     (linear SVC, LinearSVC, logistic regression, LDA), bare (logistic regression only:
     its probabilities are the sigmoid of the decision) or in a ``CalibratedClassifierCV``
-    with ``ensemble=False`` and ``method="sigmoid"``."""
+    with ``ensemble=False`` and ``method="sigmoid"``; an :class:`~pipelines.deep.OnnxProba`
+    for a pipeline that is one fitted :class:`~pipelines.deep.DeepClassifier`."""
+    steps = flat_steps(estimator)
+    if len(steps) == 1 and isinstance(steps[0], DeepClassifier):
+        return OnnxProba.compile(steps[0])
     try:
         from pyriemann.tangentspace import TangentSpace
         from sklearn.calibration import CalibratedClassifierCV

@@ -1,6 +1,7 @@
 """The live loop's fast inference paths give the reference paths' probabilities.
 
 - :class:`pipelines.deep.DeepClassifier`'s direct module call vs skorch's ``predict_proba``;
+- :class:`pipelines.deep.OnnxProba` (the network in ONNX Runtime) vs the torch module;
 - :mod:`pipelines.fastpath` (closed-form tangent space + linear classifier) vs the scikit-learn
   pipeline, through :meth:`bci.model.TrainedModel.predict_proba` too;
 - :mod:`realtime.telemetry`'s p99.9.
@@ -53,6 +54,48 @@ def test_deep_direct_path_equals_skorch(trials, name):
     assert not clf.module_.training
     clf.module_.train()  # left in training mode (e.g. by a fine-tune): predictions switch it back, as skorch does
     np.testing.assert_allclose(clf.predict_proba(X[:3]), _skorch_proba(clf, X[:3]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["DBConformer", "EEGNet"])
+def test_onnx_path_equals_torch_and_serves_the_live_loop(trials, name):
+    import torch
+
+    from bci.channels import ChannelSet
+    from bci.model import TrainedModel
+    from pipelines.deep import OnnxProba, make_deep_pipeline
+    from pipelines.fastpath import compile_proba
+
+    X, y = trials
+    torch.set_num_threads(1)
+    clf = make_deep_pipeline(name, sfreq=160.0, max_epochs=2, batch_size=16, seed=0).fit(X, y)
+    onnx = compile_proba(clf)
+    assert isinstance(onnx, OnnxProba) and onnx.valid()
+    for x in X[:10]:  # one window at a time, as the live loop decides
+        np.testing.assert_allclose(onnx(x[None]), clf.predict_proba(x[None]), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(onnx(X[:16]), clf.predict_proba(X[:16]), rtol=0, atol=1e-6)  # a batch: torch's path
+    model = TrainedModel(name=name, estimator=clf, classes=["left_hand", "right_hand"], input_channels=ChannelSet(CHANNELS),
+                         sfreq=160.0, window_s=2.0, hop_s=0.5, preprocessing={})  # fmt: skip
+    assert isinstance(model._fast_proba(), OnnxProba)
+    np.testing.assert_allclose(model.predict_proba(X[3:4]), clf.predict_proba(X[3:4]), rtol=0, atol=1e-5)
+    clf.fit(X[10:], y[10:])  # a refit replaces the network: the exported copy is stale
+    assert not onnx.valid() and model._fast_proba() is not onnx
+
+
+def test_onnx_export_failure_keeps_the_torch_path(trials, monkeypatch, caplog):
+    import torch
+
+    from pipelines.deep import make_deep_pipeline
+    from pipelines.fastpath import compile_proba
+
+    X, y = trials
+    clf = make_deep_pipeline("EEGNet", sfreq=160.0, max_epochs=1, batch_size=16, seed=0).fit(X, y)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator aten::made_up")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    assert compile_proba(clf) is None
+    assert "ONNX export failed (RuntimeError: unsupported operator aten::made_up); the torch path decides" in caplog.text
 
 
 # ------------------------------------------------------ tangent space fast path
