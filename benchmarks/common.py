@@ -3,9 +3,42 @@
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 
 from bci.environment import machine_description
+
+
+def _status_mib(field: str) -> float | None:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB; None where there is none."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def rss_mib() -> float:
+    """The process's resident memory in MiB (its peak so far where /proc is missing)."""
+    now = _status_mib("VmRSS")
+    return now if now is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss_mib(fn):
+    """``(result, peak resident memory above the start in MiB)`` of one call of ``fn``: Linux's
+    high-water mark, reset first (``/proc/self/clear_refs``); None for the peak where it cannot be reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return fn(), None
+    start = rss_mib()
+    result = fn()
+    peak = _status_mib("VmHWM")
+    return result, None if peak is None else max(0.0, peak - start)
 
 
 def format_table(rows: list[dict], title: str | None = None) -> str:

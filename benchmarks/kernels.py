@@ -28,6 +28,21 @@ and attending (``segment_ms``) vs. recomputing the forward over all N tokens
 
 On CPU only the reference, braindecode and SDPA rows run (small shapes); the
 GPU-only rows are listed as skipped.
+
+``--model S`` measures the whole network instead: an MVPFormer of the published size
+(``S``: 73.6M parameters, 5 s segments of 2560 samples, a context of 110 segments) written
+with random weights by braindecode's own ``save_pretrained`` into a hub-layout folder
+(config.json + model.safetensors, as ``hf download`` leaves a published checkpoint) and
+loaded by :func:`models.hub.load_pretrained`, streamed on ``--channels`` (default 21 and
+84) at ``--contexts`` segments (default the model's ``max_segments``). Per row: the
+cached step (:meth:`models.mvpformer.MVPFormer.step`, cache full, one new segment) p50/p99
+over ``--steps`` segments, and the full recompute of the context (the forward over all its
+segments, what a model without a cache runs for every segment) p50/p99 over
+``--full-reps``; the peak resident memory above the start of each (Linux's high-water mark,
+:func:`benchmarks.common.peak_rss_mib`; CPU PyTorch keeps no allocator statistics) and the
+key/value cache's size. A full recompute whose attention scores alone would pass
+``--max-gib`` (the reference kernel materialises about three ``heads x N x N`` float32
+tensors at once) is not run and its estimate is given instead.
 """
 
 from __future__ import annotations
@@ -35,11 +50,14 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from benchmarks.common import emit
+from benchmarks.common import emit, peak_rss_mib
 
 HEADS, KV_HEADS, HEAD_DIM, WINDOW = 12, 4, 64, 10
 SHAPES = {
@@ -272,6 +290,90 @@ def measure_streaming(C, T, dtype, device, reps, seed):
             "speedup": full_ms / segment_ms, "note": "MVPFormer-S heads, one new segment"}
 
 
+def hub_layout_model(size: str, folder: Path, seed: int):
+    """Our MVPFormer of ``size`` with random weights, loaded by :func:`models.hub.load_pretrained`
+    from the hub-layout folder braindecode's ``save_pretrained`` writes in ``folder``; and the
+    loader's ``info``."""
+    from braindecode.models import MVPFormer as BraindecodeMVPFormer
+
+    from models.hub import load_pretrained
+    from models.mvpformer import PRESETS
+
+    torch.manual_seed(seed)
+    segment_len = 2560  # the published checkpoints: 5 s segments at 512 Hz
+    BraindecodeMVPFormer(n_outputs=2, n_chans=1, n_times=2 * segment_len, sfreq=512.0, segment_len=segment_len,
+                         **PRESETS[size]).save_pretrained(folder)  # fmt: skip
+    return load_pretrained(str(folder), local_files_only=True)
+
+
+def _percentiles(times: list[float]) -> tuple[float, float]:
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def measure_model_streaming(model, C, context, steps, full_reps, max_gib, seed):
+    """One row: the cached step vs the full recompute of ``context`` segments on ``C`` channels."""
+    gen = torch.Generator().manual_seed(seed)
+    segments = torch.randn(context + steps, 1, C, model.segment_len, generator=gen)
+    state = model.init_stream(C, context=context)
+    with torch.no_grad():
+        for t in range(context):  # fill the cache (its first steps attend to fewer segments)
+            model.step(state, segments[t])
+
+        def stream():
+            times = []
+            for t in range(context, context + steps):  # cache full: the oldest segment leaves
+                start = time.perf_counter()
+                model.step(state, segments[t])
+                times.append((time.perf_counter() - start) * 1e3)
+            return times
+
+        step_times, step_peak = peak_rss_mib(stream)
+        cache_mib = sum(k.nbytes + v.nbytes for c in state.caches for k, v in [c.keys_values()]) / 2**20
+        N = C * context
+        heads = model.blocks[0].attn.n_heads
+        estimate_gib = 3 * heads * N * N * 4 / 2**30
+        full_times, full_peak = [], None
+        if estimate_gib <= max_gib:
+            window = segments[steps:].permute(1, 2, 0, 3).reshape(1, C, context * model.segment_len)
+
+            def full():
+                times = []
+                for _ in range(full_reps):
+                    start = time.perf_counter()
+                    model(window)
+                    times.append((time.perf_counter() - start) * 1e3)
+                return times
+
+            full_times, full_peak = peak_rss_mib(full)
+    step_p50, step_p99 = _percentiles(step_times)
+    full_p50, full_p99 = _percentiles(full_times) if full_times else (None, None)
+    return {
+        "bench": "model_streaming", "C": C, "T": context, "N": N, "threads": torch.get_num_threads(),
+        "segment_p50_ms": step_p50, "segment_p99_ms": step_p99, "segments_timed": steps,
+        "full_recompute_p50_ms": full_p50, "full_recompute_p99_ms": full_p99, "full_reps": len(full_times),
+        "speedup_p50": full_p50 / step_p50 if full_p50 else None,
+        "segment_peak_mib": step_peak, "full_peak_mib": full_peak, "kv_cache_mib": cache_mib,
+        "note": "" if full_times else f"full recompute not run: scores alone ~{estimate_gib:.1f} GiB > --max-gib {max_gib:g}",
+    }  # fmt: skip
+
+
+def model_streaming(args) -> list[dict]:
+    """``--model``: the rows of :func:`measure_model_streaming` for every channel count and context."""
+    from kernels import select_backend
+
+    with tempfile.TemporaryDirectory(prefix="mvpformer-hub-") as folder:
+        model, info = hub_layout_model(args.model, Path(folder), args.seed)
+    rows = []
+    for context in [int(c) for c in args.contexts.split(",")] if args.contexts else [model.max_segments]:
+        for C in (int(c) for c in args.channels.split(",")):
+            rows.append(measure_model_streaming(model, C, context, args.steps, args.full_reps, args.max_gib, args.seed))
+    title = (f"MVPFormer-{args.model} streaming vs full recompute on cpu ({info['n_parameters'] / 1e6:.1f}M parameters, "
+             f"hub-layout checkpoint with random weights, segment {model.segment_len} samples, batch 1, fp32, "
+             f"attention backend {select_backend(torch.device('cpu'), model.backend)})")  # fmt: skip
+    emit(rows, title, args.json)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the kernel benchmark; print the table (and write JSON with ``--json``); return its rows."""
     parser = argparse.ArgumentParser(prog="bci bench kernels", description=__doc__.splitlines()[0])
@@ -285,7 +387,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="comma-separated subset of ours,reference,braindecode,flex,sdpa")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (median reported)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", choices=["tiny", "S"], default=None,
+                        help="measure the whole network of this size streaming vs full recompute instead (CPU)")
+    parser.add_argument("--channels", default="21,84", help="with --model: comma-separated channel counts")
+    parser.add_argument("--contexts", default=None, help="with --model: segments of context (default max_segments)")
+    parser.add_argument("--steps", type=int, default=30, help="with --model: timed streaming segments")
+    parser.add_argument("--full-reps", type=int, default=2, help="with --model: timed full recomputes")
+    parser.add_argument("--max-gib", type=float, default=8.0,
+                        help="with --model: skip a full recompute whose attention scores would need more")
     args = parser.parse_args(argv)
+    if args.model:
+        return model_streaming(args)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"

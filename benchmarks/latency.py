@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import emit
+from benchmarks.common import emit, rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -178,19 +178,6 @@ def _pin_threads() -> None:
         os.environ[var] = "1"
 
 
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def replay_process(path: str, name: str, speed: float, seconds: float | None, loop: bool, queue) -> None:
     """Replay ``path`` on LSL stream ``name`` once a consumer is there; report what was pushed."""
     from realtime import quiet_liblsl
@@ -223,7 +210,7 @@ def loop_process(model_dir: str, name: str, max_s: float, memory_every: float, q
         cfg = DecoderConfig.load(outlet_name=f"bench-out-{uid}", marker_name=f"bench-mk-{uid}",
                                  resolve_timeout_s=60.0, lost_after_s=30.0, hop_s=hop_s)
         decoder = Decoder(model_dir, name, cfg).open()
-        memory = [(0.0, _rss_mb())]
+        memory = [(0.0, rss_mib())]
         t0 = time.monotonic()
         next_mem = t0 + memory_every
         poll_s = cfg.poll_s
@@ -234,11 +221,11 @@ def loop_process(model_dir: str, name: str, max_s: float, memory_every: float, q
                 break  # the replay ended: its outlet closed
             now = time.monotonic()
             if now >= next_mem:
-                memory.append((now - t0, _rss_mb()))
+                memory.append((now - t0, rss_mib()))
                 next_mem = now + memory_every
             if decoder.inlet.stats.samples == got:
                 time.sleep(poll_s)
-        memory.append((time.monotonic() - t0, _rss_mb()))
+        memory.append((time.monotonic() - t0, rss_mib()))
         summary = decoder.summary()
         decoder.stop()
         summary.update(received=decoder.inlet.stats.samples, memory=memory, wall_s=time.monotonic() - t0)

@@ -447,3 +447,21 @@ def test_pretrain_normalize_global_keeps_amplitude(tmp_path, data_dir):
     info = json.loads((tmp_path / "out" / "pretrain.json").read_text())
     assert info["normalize"] == "global" and info["scale"] == pytest.approx(data.scale)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["amplitude"] == "bands"
+
+
+def test_bench_model_streaming_rows(tmp_path):
+    """`bci bench kernels --model`: a hub-layout checkpoint written by braindecode, loaded, streamed vs
+    recomputed; the KV cache holds layers x (k, v) x kv heads x context tokens x head dim floats."""
+    import json
+
+    from benchmarks.kernels import main
+
+    rows = main(["--model", "tiny", "--channels", "2,3", "--contexts", "3", "--steps", "3", "--full-reps", "1",
+                 "--json", str(tmp_path / "rows.json")])  # fmt: skip
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
+    for row, C in zip(rows, (2, 3)):
+        assert row["C"] == C and row["T"] == 3 and row["segments_timed"] == 3 and row["full_reps"] == 1
+        assert 0 < row["segment_p50_ms"] <= row["segment_p99_ms"] and row["full_recompute_p50_ms"] > 0
+        assert row["kv_cache_mib"] * 2**20 == 2 * 2 * 2 * (3 * C) * 16 * 4  # tiny: 2 layers, 2 kv heads of dim 16
+    (skipped,) = main(["--model", "tiny", "--channels", "2", "--contexts", "3", "--steps", "2", "--max-gib", "0"])
+    assert skipped["full_reps"] == 0 and skipped["full_recompute_p50_ms"] is None and "not run" in skipped["note"]
