@@ -261,9 +261,19 @@ class Decoder:
         self.smoother = Smoother(cfg.smoothing, len(self._classes), cfg.alpha, cfg.n_average)
         self._build_outlets()
         self._warm_up()
-        self._begin_processing()
+        # What arrived during the warm-up: decoded as usual, unless it spans more than a window
+        # (a fast path's compile takes seconds): then decoding starts after it, rather than
+        # counting its windows as dropped.
+        start, stop = self.inlet.pull()
+        late = stop - start > m.window_s * self.inlet.sfreq
+        if late:
+            log.info("%.1f s of samples arrived during start-up (the model's warm-up); decoding starts after them",
+                     (stop - start) / self.inlet.sfreq)  # fmt: skip
+        self._begin_processing(stop if late else start)
         self.state = "filling"
         self._marker(f"started: {m.name} on {self.inlet.info.name()}", pylsl.local_clock())
+        if stop > start and not late:
+            self._process(start, stop)
         return self
 
     def _build_outlets(self) -> None:
