@@ -39,6 +39,7 @@ from pipelines.alignment import OnlineAdaptation
 from pipelines.deep import ANY_CHANNEL_COUNT, DeepClassifier
 from pipelines.fastpath import compile_proba
 from pipelines.seizure import PerChannel
+from pipelines.validation import flat_steps
 
 from .alarm import AlarmRule
 from .channels import ChannelContract, ChannelSet
@@ -182,6 +183,14 @@ class TrainedModel:
         fast = self._fast_proba()
         proba = fast(X) if fast is not None else self.estimator.predict_proba(X)
         return self.order_proba(np.asarray(proba, dtype=np.float64))
+
+    def prepare(self) -> None:
+        """Compile the live fast paths now (a deep network's ONNX export takes seconds): the live
+        loop calls this before it subscribes to the stream."""
+        for step in flat_steps(self.estimator):
+            if isinstance(step, DeepClassifier):
+                step.onnx_proba()
+        self._fast_proba()
 
     def _fast_proba(self):
         """The estimator's closed-form path (:func:`pipelines.fastpath.compile_proba`: tangent space +

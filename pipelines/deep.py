@@ -404,6 +404,15 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         return self.net_.module_
 
+    def onnx_proba(self) -> "OnnxProba | None":
+        """The network's ONNX Runtime path for one trial at a time (:class:`OnnxProba`), exported
+        on first use and kept until a refit replaces the network; None when it has none."""
+        check_is_fitted(self, "net_")
+        cached = self.__dict__.get("_onnx")
+        if cached is None or cached[0] is not self.net_:
+            self.__dict__["_onnx"] = cached = (self.net_, OnnxProba.compile(self))
+        return cached[1]
+
     def segment_stream(self, n_channels: int, n_times: int) -> SegmentStream | None:
         """The network's cached streaming path for windows of ``n_times`` samples on
         ``n_channels`` channels, or None when the network has none (only MVPFormer has:

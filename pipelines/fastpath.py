@@ -123,7 +123,7 @@ def compile_proba(estimator) -> FastProba | OnnxProba | None:
     for a pipeline that is one fitted :class:`~pipelines.deep.DeepClassifier`."""
     steps = flat_steps(estimator)
     if len(steps) == 1 and isinstance(steps[0], DeepClassifier):
-        return OnnxProba.compile(steps[0])
+        return steps[0].onnx_proba()
     try:
         from pyriemann.tangentspace import TangentSpace
         from sklearn.calibration import CalibratedClassifierCV

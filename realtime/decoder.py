@@ -237,6 +237,7 @@ class Decoder:
     def _open(self) -> "Decoder":
         m, cfg = self.model, self.config
         self._classes = [str(c) for c in m.classes]
+        m.prepare()  # before subscribing: nothing queues up while a deep network is exported
         if self.inlet.inlet is None:
             self.inlet.open()
         m = self.model = m.bind(self.inlet.channels)

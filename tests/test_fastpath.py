@@ -75,7 +75,8 @@ def test_onnx_path_equals_torch_and_serves_the_live_loop(trials, name):
     np.testing.assert_allclose(onnx(X[:16]), clf.predict_proba(X[:16]), rtol=0, atol=1e-6)  # a batch: torch's path
     model = TrainedModel(name=name, estimator=clf, classes=["left_hand", "right_hand"], input_channels=ChannelSet(CHANNELS),
                          sfreq=160.0, window_s=2.0, hop_s=0.5, preprocessing={})  # fmt: skip
-    assert isinstance(model._fast_proba(), OnnxProba)
+    model.prepare()  # the live loop's start: the export already made is reused, not redone
+    assert model._fast_proba() is onnx is clf.onnx_proba()
     np.testing.assert_allclose(model.predict_proba(X[3:4]), clf.predict_proba(X[3:4]), rtol=0, atol=1e-5)
     clf.fit(X[10:], y[10:])  # a refit replaces the network: the exported copy is stale
     assert not onnx.valid() and model._fast_proba() is not onnx
