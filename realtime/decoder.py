@@ -237,13 +237,13 @@ class Decoder:
     def _open(self) -> "Decoder":
         m, cfg = self.model, self.config
         self._classes = [str(c) for c in m.classes]
+        if "torch" in sys.modules:  # only deep models bring torch in (and ONNX Runtime takes its thread count)
+            sys.modules["torch"].set_num_threads(int(cfg.threads))
         m.prepare()  # before subscribing: nothing queues up while a deep network is exported
         if self.inlet.inlet is None:
             self.inlet.open()
         m = self.model = m.bind(self.inlet.channels)
         self.mapping = self.inlet.plan(m.input_channels, model_sfreq=m.sfreq, resamples=bool(m.preprocessor().resample))
-        if "torch" in sys.modules:  # only deep models bring torch in
-            sys.modules["torch"].set_num_threads(int(cfg.threads))
         self.predictor = m.stream(self.inlet.sfreq, self.mapping.source, mapping=self.mapping, hop_s=cfg.hop_s,
                                   streaming=cfg.streaming, settle_s=cfg.settle_s, flat_uv=cfg.flat_uv,
                                   buffer_s=cfg.buffer_s, adapt=cfg.adapt, adapt_options=cfg.adapt_options)  # fmt: skip
@@ -262,19 +262,9 @@ class Decoder:
         self.smoother = Smoother(cfg.smoothing, len(self._classes), cfg.alpha, cfg.n_average)
         self._build_outlets()
         self._warm_up()
-        # What arrived during the warm-up: decoded as usual, unless it spans more than a window
-        # (a fast path's compile takes seconds): then decoding starts after it, rather than
-        # counting its windows as dropped.
-        start, stop = self.inlet.pull()
-        late = stop - start > m.window_s * self.inlet.sfreq
-        if late:
-            log.info("%.1f s of samples arrived during start-up (the model's warm-up); decoding starts after them",
-                     (stop - start) / self.inlet.sfreq)  # fmt: skip
-        self._begin_processing(stop if late else start)
+        self._begin_processing()
         self.state = "filling"
         self._marker(f"started: {m.name} on {self.inlet.info.name()}", pylsl.local_clock())
-        if stop > start and not late:
-            self._process(start, stop)
         return self
 
     def _build_outlets(self) -> None:
