@@ -186,11 +186,13 @@ class TrainedModel:
 
     def prepare(self) -> None:
         """Compile the live fast paths now (a deep network's ONNX export takes seconds): the live
-        loop calls this before it subscribes to the stream."""
+        loop calls this before it subscribes to the stream. An MVPFormer's streaming step is
+        compiled for the model's own channel count (:meth:`segment_stream`)."""
         for step in flat_steps(self.estimator):
             if isinstance(step, DeepClassifier):
                 step.onnx_proba()
         self._fast_proba()
+        self.segment_stream(len(self.input_channels), compile=True)
 
     def _fast_proba(self):
         """The estimator's closed-form path (:func:`pipelines.fastpath.compile_proba`: tangent space +
@@ -208,15 +210,16 @@ class TrainedModel:
             return proba
         return proba[..., [fitted.index(c) for c in self.classes]]
 
-    def segment_stream(self, n_channels: int):
+    def segment_stream(self, n_channels: int, compile: bool = False):
         """The network's cached streaming path on ``n_channels`` input rows
         (:class:`pipelines.deep.SegmentStream`), or None: only an MVPFormer that is the whole
-        pipeline has one."""
+        pipeline has one. ``compile`` exports its ONNX Runtime step (kept for later streams of
+        this channel count); without it a step compiled earlier is used, else the eager one."""
         steps = [s for _, s in getattr(self.estimator, "steps", [])[:-1] if s != _PLACEHOLDER]
         final = _final_estimator(self.estimator)
         if steps or not hasattr(final, "segment_stream"):
             return None
-        return final.segment_stream(n_channels, self.n_times)
+        return final.segment_stream(n_channels, self.n_times, compile=compile)
 
     def online_adaptation(self, update: bool = True, **options) -> OnlineAdaptation | None:
         """The model's alignment following a stream, trial by trial

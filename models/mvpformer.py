@@ -732,16 +732,62 @@ class MVPFormer(EEGModuleMixin, nn.Module):
         return model.to(device=weight.device, dtype=weight.dtype)
 
 
-def _stream_step(model: MVPFormer, state: StreamState, segment: torch.Tensor):
-    n_channels = state.n_channels
-    n_segments = min(state.n_cached + 1, state.context)
-    time_codes, chan_codes = model._codes(n_segments, n_channels, segment.device)
+def _step_layers(model: MVPFormer, segment: torch.Tensor, n_segments: int, attend) -> torch.Tensor:
+    """The newest segment's final hidden states ``(B, C, d_model)``: its tokens through every
+    block, ``attend(layer, q, k, v, bias_time, bias_chan)`` giving each layer's attention output
+    over ``n_segments`` segments (the cached ones and the new one's ``k``, ``v``)."""
+    time_codes, chan_codes = model._codes(n_segments, segment.shape[1], segment.device)
     hidden = model.patch_embed(segment)  # (B, C, D): C tokens of one segment
-    for block, cache in zip(model.blocks, state.caches):
+    for i, block in enumerate(model.blocks):
         normed = block.ln_1(hidden)
         q, k, v, bias_time, bias_chan = block.attn.project(normed, time_codes, chan_codes)
-        cache.append(k, v)
-        out = cache.attend(q, bias_time, bias_chan, backend=model.backend)
-        hidden = hidden + block.mlp(normed) + block.attn.merge(out)
-    state.n_seen += 1
+        hidden = hidden + block.mlp(normed) + block.attn.merge(attend(i, q, k, v, bias_time, bias_chan))
     return model.ln_f(hidden)
+
+
+def _stream_step(model: MVPFormer, state: StreamState, segment: torch.Tensor):
+    def attend(i, q, k, v, bias_time, bias_chan):
+        cache = state.caches[i]
+        cache.append(k, v)
+        return cache.attend(q, bias_time, bias_chan, backend=model.backend)
+
+    hidden = _step_layers(model, segment, min(state.n_cached + 1, state.context), attend)
+    state.n_seen += 1
+    return hidden
+
+
+class FullContextStep(nn.Module):
+    """:meth:`MVPFormer.step` + :meth:`MVPFormer.head` once a stream's cache is full, as a pure
+    function of the cached keys and values (the graph an ONNX export takes).
+
+    ``forward(segment, past_k, past_v)``: ``segment`` ``(B, C, segment_len)``, ``past_k`` and
+    ``past_v`` ``(n_layers, B, n_head_kv, (context - 1) * C, head_dim)`` (every layer's cache,
+    oldest segment first, as :meth:`past` stacks it). Returns the logits ``(B, n_outputs)`` and
+    the new segment's keys and values ``(n_layers, B, n_head_kv, C, head_dim)``: the caller
+    drops the oldest segment and appends them. Same arithmetic as :meth:`MVPFormer.step`
+    (reference attention backend).
+    """
+
+    def __init__(self, model: MVPFormer):
+        super().__init__()
+        self.model = model
+
+    @staticmethod
+    def past(state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached keys and values of ``state``, stacked over layers (copies)."""
+        kv = [cache.keys_values() for cache in state.caches]
+        return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
+
+    def forward(self, segment, past_k, past_v):
+        n_channels = segment.shape[1]
+        new_k, new_v = [], []
+
+        def attend(i, q, k, v, bias_time, bias_chan):
+            new_k.append(k)
+            new_v.append(v)
+            keys, values = torch.cat([past_k[i], k], dim=2), torch.cat([past_v[i], v], dim=2)
+            return kernels.mvpa_attention_last_segment(q, keys, values, bias_time, bias_chan,
+                                                       n_channels=n_channels, backend="reference")
+
+        hidden = _step_layers(self.model, segment, past_k.shape[3] // n_channels + 1, attend)
+        return self.model.head(hidden), torch.stack(new_k), torch.stack(new_v)

@@ -61,6 +61,9 @@ from bci.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+#: Largest difference from torch's outputs on a probe accepted from an ONNX Runtime session.
+ONNX_TOLERANCE = 1e-4
+
 __all__ = ["DEEP_MODELS", "DeepClassifier", "SegmentStream", "make_deep_pipeline"]
 
 #: Names accepted by :func:`make_deep_pipeline` (our DBConformer + braindecode peers).
@@ -413,16 +416,27 @@ class DeepClassifier(ClassifierMixin, BaseEstimator):
             self.__dict__["_onnx"] = cached = (self.net_, OnnxProba.compile(self))
         return cached[1]
 
-    def segment_stream(self, n_channels: int, n_times: int) -> SegmentStream | None:
+    def segment_stream(self, n_channels: int, n_times: int, compile: bool = False) -> SegmentStream | None:
         """The network's cached streaming path for windows of ``n_times`` samples on
         ``n_channels`` channels, or None when the network has none (only MVPFormer has:
-        :meth:`models.mvpformer.MVPFormer.step`)."""
+        :meth:`models.mvpformer.MVPFormer.step`). Its ONNX Runtime step
+        (:class:`OnnxSegmentStep`) is exported when ``compile`` is True and then kept, for
+        this channel count and window, until a refit replaces the network; later streams of
+        that shape use it."""
         from models.mvpformer import MVPFormer  # deep.py serves braindecode's models without ours
 
         module = self.module_
         if not isinstance(module, MVPFormer):
             return None
-        return SegmentStream(module, self.scale_, n_channels, n_times)
+        context = n_times // int(module.segment_len)
+        batch, rows = (n_channels, 1) if module.channel_mode == "independent" else (1, n_channels)
+        cached = self.__dict__.get("_onnx_steps")
+        if cached is None or cached[0] is not self.net_:
+            self.__dict__["_onnx_steps"] = cached = (self.net_, {})
+        key = (batch, rows, context)
+        if compile and key not in cached[1] and context > 1 and n_times % int(module.segment_len) == 0:
+            cached[1][key] = OnnxSegmentStep.compile(module, batch, rows, context)
+        return SegmentStream(module, self.scale_, n_channels, n_times, compiled=cached[1].get(key))
 
     def to_checkpoint(self) -> dict:
         """Everything needed to rebuild the fitted classifier, as plain values and tensors.
@@ -491,6 +505,43 @@ class _WithNonlinearity(torch.nn.Module):
         return self.nonlin(y[0] if isinstance(y, tuple) else y)
 
 
+def onnx_session(module: torch.nn.Module, probe: tuple, input_names: list, output_names: list, what: str):
+    """An ONNX Runtime session running ``module`` (exported with ``torch.onnx.export``, the
+    torch.export-based exporter, for the probe's shapes) on as many threads as torch uses, or
+    None, logged, when the export fails or the session's outputs on ``probe`` differ from
+    torch's by more than :data:`ONNX_TOLERANCE`."""
+    buf = io.BytesIO()
+    # the exporter logs every registry entry it skips (torchvision's), its optimizer every fold it skips
+    quiet = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))  # torch.export's internals
+            expected = module(*probe)
+            expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+            torch.onnx.export(module, probe, buf, input_names=input_names, output_names=output_names, dynamo=True,
+                              verbose=False, report=False)  # fmt: skip
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {name: t.numpy() for name, t in zip(input_names, probe)})
+    except Exception as exc:  # noqa: BLE001 - any export failure keeps the torch path
+        log.warning("%s: ONNX export failed (%s: %s); the torch path decides", what, type(exc).__name__, str(exc).splitlines()[0][:120])
+        return None
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+    if len(got) != len(expected) or any(g.shape != e.shape or not np.allclose(g, e, atol=ONNX_TOLERANCE, rtol=0)
+                                        for g, e in zip(got, expected)):  # fmt: skip
+        log.warning("%s: ONNX Runtime's output differs from torch's on a probe; the torch path decides", what)
+        return None
+    return session
+
+
 class OnnxProba:
     """A fitted :class:`DeepClassifier`'s probabilities for one trial at a time through ONNX
     Runtime: the live loop's model call (:func:`pipelines.fastpath.compile_proba`).
@@ -504,9 +555,6 @@ class OnnxProba:
     Use :meth:`compile`: it checks the session's output against torch's on a probe and gives
     None (torch is kept) when the export fails or differs.
     """
-
-    #: Largest difference from torch's probabilities on the probe accepted.
-    TOLERANCE = 1e-4
 
     def __init__(self, clf: "DeepClassifier", session):
         self.clf, self.net, self.session = clf, clf.net_, session
@@ -526,31 +574,8 @@ class OnnxProba:
         if module.training:
             module.train(False)
         wrapper = _WithNonlinearity(module, net._get_predict_nonlinearity()).eval()
-        buf = io.BytesIO()
-        quiet = logging.getLogger("torch.onnx")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # the exporter logs every registry entry it skips (torchvision's)
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))  # torch.export's internals
-                expected = wrapper(probe).numpy()
-                torch.onnx.export(wrapper, (probe,), buf, input_names=["x"], output_names=["proba"], dynamo=True,
-                                  verbose=False, report=False)  # fmt: skip
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
-            got = session.run(None, {session.get_inputs()[0].name: probe.numpy()})[0]
-        except Exception as exc:  # noqa: BLE001 - any export failure keeps the torch path
-            log.warning("%s: ONNX export failed (%s: %s); the torch path decides", clf.model, type(exc).__name__, str(exc).splitlines()[0][:120])
-            return None
-        finally:
-            quiet.setLevel(level)
-        if got.shape != expected.shape or not np.allclose(got, expected, atol=cls.TOLERANCE, rtol=0):
-            log.warning("%s: ONNX Runtime's output differs from torch's on a probe; the torch path decides", clf.model)
-            return None
-        return cls(clf, session)
+        session = onnx_session(wrapper, (probe,), ["x"], ["proba"], clf.model)
+        return None if session is None else cls(clf, session)
 
     def valid(self) -> bool:
         """Whether the classifier still holds the network this was exported from (not refitted)."""
@@ -582,6 +607,40 @@ def _merge_lora(module) -> None:
                 setattr(parent, name, child.base)
 
 
+class OnnxSegmentStep:
+    """MVPFormer's full-cache streaming step (:class:`models.mvpformer.FullContextStep`) in
+    ONNX Runtime: one ``session.run`` per segment instead of a few hundred eager operator
+    calls, whose dispatch is most of a small network's step (benchmarks/RESULTS.md).
+
+    Compiled for one batch, channel count and context; ``__call__(segment, past_k, past_v)``
+    takes and gives float32 arrays as :class:`~models.mvpformer.FullContextStep` does.
+    """
+
+    def __init__(self, session):
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    @classmethod
+    def compile(cls, module, batch: int, n_channels: int, context: int) -> "OnnxSegmentStep | None":
+        """The step of ``module`` (an :class:`~models.mvpformer.MVPFormer`) exported for
+        ``batch`` streams of ``n_channels`` channels over ``context`` segments, or None (logged)."""
+        from models.mvpformer import FullContextStep
+
+        p = next(module.parameters())
+        attn = module.blocks[0].attn
+        rng = np.random.default_rng(0)
+        past = (len(module.blocks), batch, attn.n_head_kv, (context - 1) * n_channels, attn.head_dim)
+        probe = (rng.standard_normal((batch, n_channels, module.segment_len)), rng.standard_normal(past),
+                 rng.standard_normal(past))  # fmt: skip
+        probe = tuple(torch.from_numpy(a.astype(np.float32)).to(p.device) for a in probe)
+        session = onnx_session(FullContextStep(module.eval()), probe, ["segment", "past_k", "past_v"],
+                               ["logits", "new_k", "new_v"], "MVPFormer streaming step")  # fmt: skip
+        return None if session is None else cls(session)
+
+    def __call__(self, segment: np.ndarray, past_k: np.ndarray, past_v: np.ndarray):
+        return self.session.run(None, dict(zip(self.input_names, (segment, past_k, past_v))))
+
+
 class SegmentStream:
     """MVPFormer's key/value-cached path behind a fitted :class:`DeepClassifier`.
 
@@ -591,9 +650,14 @@ class SegmentStream:
     ``predict_proba`` gives them up to the cache's approximation (see
     :meth:`models.mvpformer.MVPFormer.step`). In ``channel_mode="independent"`` every channel
     is a stream of its own, combined by the network's ``channel_combine``.
+
+    With ``compiled`` (an :class:`OnnxSegmentStep` for this batch, channel count and context),
+    every push once the cache is full runs in ONNX Runtime on the cached keys and values
+    (float32 arrays rolled by one segment each push); the first ``context - 1`` pushes after
+    :meth:`reset` fill the cache through :meth:`models.mvpformer.MVPFormer.step`.
     """
 
-    def __init__(self, module, scale: float, n_channels: int, n_times: int):
+    def __init__(self, module, scale: float, n_channels: int, n_times: int, compiled: OnnxSegmentStep | None = None):
         from models.mvpformer import combine_channel_probabilities
 
         self._combine = combine_channel_probabilities
@@ -605,26 +669,41 @@ class SegmentStream:
         self.context = n_times // self.segment_len
         self.n_channels = int(n_channels)
         self.independent = module.channel_mode == "independent"
+        self.compiled = compiled if self.context > 1 else None
         self.reset()
 
     def reset(self) -> None:
         """Forget every pushed segment."""
         self._state = self.module.init_stream(1 if self.independent else self.n_channels, context=self.context)
-        self._hidden = None
+        self._logits = None
+        self._past = None  # the compiled step's (past_k, past_v), once the cache is full
 
     @torch.no_grad()
     def push(self, segment: np.ndarray) -> None:
         """Append one segment ``(n_channels, segment_len)`` to the stream."""
-        x = torch.as_tensor((np.asarray(segment) * self.scale).astype(np.float32))
+        x = (np.asarray(segment) * self.scale).astype(np.float32)
         # joint: one (1, C, seg) input; independent: every channel alone, a batch (C, 1, seg)
-        self._hidden = self.module.step(self._state, x[:, None] if self.independent else x[None])
+        x = x[:, None] if self.independent else x[None]
+        if self._past is None and self.compiled is not None and self._state.n_cached == self.context - 1:
+            from models.mvpformer import FullContextStep
+
+            self._past = tuple(np.ascontiguousarray(t.numpy()) for t in FullContextStep.past(self._state))
+        if self._past is None:
+            self._logits = self.module.head(self.module.step(self._state, torch.from_numpy(x)))
+            return
+        logits, new_k, new_v = self.compiled(x, *self._past)
+        for past, new in zip(self._past, (new_k, new_v)):  # drop the oldest segment, append the new one
+            c = new.shape[3]
+            past[:, :, :, :-c] = past[:, :, :, c:].copy()
+            past[:, :, :, -c:] = new
+        self._logits = torch.from_numpy(logits)
 
     @torch.no_grad()
     def proba(self) -> np.ndarray:
         """Class probabilities of the window ending with the last pushed segment."""
-        if self._hidden is None:
+        if self._logits is None:
             raise DataError("SegmentStream.proba() before any segment was pushed")
-        logits = self.module.head(self._hidden).double()
+        logits = self._logits.double()
         if self.independent:
             return self._combine(logits.softmax(-1)[None], self.module.channel_combine)[0].numpy()
         return logits[0].softmax(-1).numpy()

@@ -1,7 +1,8 @@
 """The live loop's fast inference paths give the reference paths' probabilities.
 
 - :class:`pipelines.deep.DeepClassifier`'s direct module call vs skorch's ``predict_proba``;
-- :class:`pipelines.deep.OnnxProba` (the network in ONNX Runtime) vs the torch module;
+- :class:`pipelines.deep.OnnxProba` (the network in ONNX Runtime) vs the torch module, and
+  :class:`pipelines.deep.OnnxSegmentStep` (MVPFormer's streaming step) vs the eager step;
 - :mod:`pipelines.fastpath` (closed-form tangent space + linear classifier) vs the scikit-learn
   pipeline, through :meth:`bci.model.TrainedModel.predict_proba` too;
 - :mod:`realtime.telemetry`'s p99.9.
@@ -90,13 +91,53 @@ def test_onnx_export_failure_keeps_the_torch_path(trials, monkeypatch, caplog):
 
     X, y = trials
     clf = make_deep_pipeline("EEGNet", sfreq=160.0, max_epochs=1, batch_size=16, seed=0).fit(X, y)
+    mvp = make_deep_pipeline("MVPFormer", size="tiny", segment_len=80, sfreq=160.0, max_epochs=1, batch_size=16,
+                             seed=0).fit(X, y)  # fmt: skip
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator aten::made_up")
 
     monkeypatch.setattr(torch.onnx, "export", broken)
     assert compile_proba(clf) is None
-    assert "ONNX export failed (RuntimeError: unsupported operator aten::made_up); the torch path decides" in caplog.text
+    assert "EEGNet: ONNX export failed (RuntimeError: unsupported operator aten::made_up); the torch path decides" in caplog.text
+    stream = mvp.segment_stream(len(CHANNELS), 320, compile=True)
+    assert stream.compiled is None and "MVPFormer streaming step: ONNX export failed (RuntimeError" in caplog.text
+    for t in range(5):  # the eager step decides
+        stream.push(X[0][:, (t % 4) * 80 : (t % 4 + 1) * 80])
+    assert stream.proba().shape == (2,)
+
+
+@pytest.mark.parametrize("channel_mode", ["joint", "independent"])
+def test_mvpformer_onnx_step_equals_the_eager_stream(trials, channel_mode):
+    """The live loop's MVPFormer step in ONNX Runtime (once the cache is full) gives the eager
+    key/value-cached step's probabilities, segment after segment, across a reset."""
+    import torch
+
+    from bci.channels import ChannelSet
+    from bci.model import TrainedModel
+    from pipelines.deep import OnnxSegmentStep, SegmentStream, make_deep_pipeline
+
+    X, y = trials
+    torch.set_num_threads(1)
+    clf = make_deep_pipeline("MVPFormer", size="tiny", segment_len=80, channel_mode=channel_mode, sfreq=160.0,
+                             max_epochs=1, batch_size=16, seed=0).fit(X, y)  # fmt: skip
+    model = TrainedModel(name="MVPFormer", estimator=clf, classes=["left_hand", "right_hand"],
+                         input_channels=ChannelSet(CHANNELS), sfreq=160.0, window_s=2.0, hop_s=0.5, preprocessing={})  # fmt: skip
+    model.prepare()  # the live loop's start: the step is exported for the model's channel count
+    fast = model.segment_stream(len(CHANNELS))
+    assert isinstance(fast.compiled, OnnxSegmentStep) and fast.context == 4
+    assert model.segment_stream(len(CHANNELS)).compiled is fast.compiled  # kept for later streams
+    assert model.segment_stream(5).compiled is None  # another channel count: not compiled, the eager step
+    eager = SegmentStream(clf.module_, clf.scale_, len(CHANNELS), 320)
+    signal = np.concatenate(list(X[:4]), axis=1)  # 8 s of real EEG, 16 segments
+    for stream in (fast, eager):
+        stream.push(signal[:, :80])
+    fast.reset(), eager.reset()  # after a reset the cache fills again through the eager step
+    for t in range(16):
+        segment = signal[:, t * 80 : (t + 1) * 80]
+        fast.push(segment), eager.push(segment)
+        assert (fast._past is not None) == (t >= 3)
+        np.testing.assert_allclose(fast.proba(), eager.proba(), rtol=0, atol=1e-5)
 
 
 # ------------------------------------------------------ tangent space fast path

@@ -389,7 +389,7 @@ def test_mvpformer_decodes_with_cached_streaming_steps(data_dir, mvpformer_model
     model = TrainedModel.load(mvpformer_model_dir)
     rec = load_recording(data_dir / "seizure/malow")
     name = unique("malow")
-    with Replay(rec, name=name, speed=4, duration_s=8.0, wait_for_consumer=5.0) as player:
+    with Replay(rec, name=name, speed=4, duration_s=8.0, wait_for_consumer=30.0) as player:
         decoder = Decoder(model, name, config(smoothing="none")).start()
         assert player.wait(15.0)
         wait_until(lambda: decoder.inlet.stats.samples >= player.n_pushed and decoder.telemetry.decisions
