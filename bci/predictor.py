@@ -23,9 +23,11 @@ latency grow.
 
 Online adaptation. A model with an alignment (a Euclidean-alignment or re-centring step, or
 a saved signal alignment: :meth:`~bci.model.TrainedModel.online_adaptation`) decodes through
-it with the reference following the stream: every decoded window first moves the reference
-(an unlabelled running geodesic mean with forgetting and outlier rejection,
-:class:`pipelines.alignment.OnlineReference`), then is aligned with it. ``adapt=None`` (the
+it with the reference following the stream: every decoded window is aligned with the reference
+of the windows before it, then moves it (an unlabelled running geodesic mean with forgetting
+and outlier rejection, :class:`pipelines.alignment.OnlineReference`); the move waits for
+:meth:`flush_adaptation` (the live loop calls it after publishing) or the next decision, so it
+stays off the decision's latency. ``adapt=None`` (the
 default) adapts whenever the model has an alignment; ``adapt=False`` keeps the training
 reference. :meth:`adaptation_state` / :meth:`load_adaptation_state` carry the reference
 across streams (a session resumed), and withheld windows never move it.
@@ -162,9 +164,18 @@ class StreamPredictor:
         """Whether decoded windows move the alignment's reference."""
         return self.adaptation is not None and self.adaptation.update
 
+    def flush_adaptation(self) -> None:
+        """Move the adapted reference with the last decoded window now (else the next decision
+        does it first: the results are the same)."""
+        if self.adaptation is not None:
+            self.adaptation.flush()
+
     def adaptation_state(self) -> dict | None:
         """The adapted reference and its counters (arrays and numbers), or None."""
-        return None if self.adaptation is None else self.adaptation.reference.state_dict()
+        if self.adaptation is None:
+            return None
+        self.adaptation.flush()
+        return self.adaptation.reference.state_dict()
 
     def load_adaptation_state(self, state: dict) -> None:
         """Continue from :meth:`adaptation_state` of an earlier stream of the same model."""
@@ -274,7 +285,7 @@ class StreamPredictor:
             for i, e in enumerate(kept):
                 self.proc.window(e, self.n_times, out=X[i])
             t0 = time.perf_counter()
-            if self.adaptation is not None:  # in stream order: each window moves the reference, then is decoded
+            if self.adaptation is not None:  # in stream order: each window is decoded, then moves the reference
                 out = self.model.order_proba(self.adaptation.predict_proba(X))
             else:
                 out = self.model.predict_proba(X)

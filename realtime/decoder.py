@@ -382,6 +382,7 @@ class Decoder:
                 self._marker("decisions resumed", source_time)
             self.state, self.reason = "running", ""
             made += self._publish(w.end, w.proba, source_time, self.inlet.buffer.arrival(self._raw_base + completed))
+        pred.flush_adaptation()  # the decision is out: now the adapted reference moves
         return made
 
     def _publish(self, end: int, proba: np.ndarray, source_time: float, arrival: float) -> int:

@@ -79,6 +79,38 @@ def test_outliers_do_not_move_the_reference_and_state_round_trips():
         OnlineReference(np.eye(4), forgetting=2.0)
 
 
+def test_each_trial_is_aligned_before_it_moves_the_reference_and_flush_timing_does_not_matter():
+    """OnlineAdaptation aligns trial k with the reference of trials < k; the move it makes waits
+    for flush() (the live loop's, after publishing) or the next trial, with the same results."""
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from pipelines.alignment import OnlineAdaptation, RiemannianRecentering
+
+    rng = np.random.default_rng(2)
+    C = np.concatenate([_spd(rng, 40, 4), _spd(rng, 40, 4, scale=3.0)])
+    y = np.repeat([0, 1], 40)
+    pipe = make_pipeline(RiemannianRecentering(), TangentSpace(), LogisticRegression()).fit(C, y)
+    test = _spd(rng, 12, 4, scale=5.0)  # a shifted session
+    batch, lazy, eager = (OnlineAdaptation(pipe) for _ in range(3))
+    ref0 = lazy.reference.reference.copy()
+    whole = batch.predict_proba(test)
+    steps = []
+    for i, c in enumerate(test):
+        steps.append(lazy.predict_proba(c[None]))
+        if i == 0:  # decided with the training reference; the move is still pending
+            np.testing.assert_array_equal(lazy.reference.reference, ref0)
+        eager.predict_proba(c[None])
+        assert eager.flush() and not eager.flush()  # the live loop's call after publishing
+    np.testing.assert_allclose(np.vstack(steps), whole, rtol=0, atol=1e-12)
+    lazy.flush()
+    np.testing.assert_allclose(lazy.reference.reference, eager.reference.reference, rtol=1e-12)
+    assert lazy.reference.n_accepted == len(test) and not np.allclose(lazy.reference.reference, ref0)
+    fixed = OnlineAdaptation(pipe, update=False)
+    np.testing.assert_allclose(fixed.predict_proba(test[:1]), whole[:1], rtol=0, atol=1e-12)  # trial 1: training reference
+
+
 @pytest.fixture(scope="module")
 def pseudo_online_run(tmp_path_factory, data_dir):
     """bci evaluate on subject 1 of 2b, pseudo-online, TS+LR re-centred; and the fitted pieces."""
