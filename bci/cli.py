@@ -183,7 +183,7 @@ def cmd_replay(args) -> int:
     stop_signals_interrupt()
     player = Replay(args.file, args.name, speed=args.speed, loop=args.loop)
     rec = player.recording
-    markers = f" + markers {player.name + '-markers'!r} ({len(player._marker_idx)} annotations)" if player.with_markers else ""
+    markers = f" + markers {player.name + '-markers'!r} ({player.n_annotations} annotations)" if player.with_markers else ""
     _say(
         f"replaying {Path(args.file).name}: {len(rec.channels)} ch @ {rec.sfreq:g} Hz, {rec.duration:.1f} s"
         f" at {player.speed:g}x{' (looping)' if player.loop else ''} as LSL stream {player.name!r}"

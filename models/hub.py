@@ -42,7 +42,7 @@ from models.pretrain import CHECKPOINT as PRETRAIN_CHECKPOINT
 from models.pretrain import CONFIG as PRETRAIN_CONFIG
 from models.pretrain import SUMMARY as PRETRAIN_SUMMARY
 from models.pretrain import WEIGHTS as PRETRAIN_WEIGHTS
-from models.pretrain import load_pretrained as load_own_pretrained
+from models.pretrain import load_pretraining
 
 __all__ = ["DEFAULT_USE", "PUBLISHED", "describe", "is_hub_id", "load_pretrained", "own_pretraining", "read_card"]
 
@@ -228,7 +228,7 @@ def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_f
         (``config.json`` + ``model.safetensors``, as braindecode's ``save_pretrained`` or
         ``hf download`` leave it), or the output folder of this project's ``bci pretrain``
         (:func:`own_pretraining`; ``kind`` "bci pretrain", loaded by
-        :func:`models.pretrain.load_pretrained`).
+        :func:`models.pretrain.load_pretraining`).
     cache_dir : path or None
         The Hugging Face cache (default ``$HF_HOME/hub``).
     local_files_only : bool or None
@@ -253,7 +253,7 @@ def load_pretrained(source: str, *, cache_dir: str | Path | None = None, local_f
 
     source = str(source)
     if own_pretraining(source):  # weights of this project's own `bci pretrain` run
-        model = load_own_pretrained(source).eval()
+        model = load_pretraining(source).eval()
         info = {"source": source, "kind": "bci pretrain", "revision": None, "architecture": "MVPFormer",
                 "n_parameters": int(sum(p.numel() for p in model.parameters())),
                 "license": "this project's own weights (bci pretrain)", "use": OWN_USE}  # fmt: skip

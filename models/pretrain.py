@@ -491,7 +491,7 @@ def pretrain(
     }
 
 
-def load_pretrained(out_dir, **overrides) -> MVPFormer:
+def load_pretraining(out_dir, **overrides) -> MVPFormer:
     """The :class:`MVPFormer` saved by :func:`pretrain` in ``out_dir``.
 
     ``overrides`` replace entries of the saved config that do not change parameter

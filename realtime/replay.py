@@ -118,7 +118,8 @@ class Replay:
         order = np.argsort(onsets[keep], kind="stable")
         self._marker_idx = onsets[keep][order]
         self._marker_text = [str(d) for d in np.asarray(ann.description)[keep][order]]
-        self.with_markers = markers and len(self._marker_idx) > 0
+        self.n_annotations = len(self._marker_idx)  # annotations inside the recording (sent as markers)
+        self.with_markers = markers and self.n_annotations > 0
         self.n_pushed = 0
         self.n_markers = 0
         self.finished = threading.Event()

@@ -14,7 +14,7 @@ from models.pretrain import (
     ChannelCountBatchSampler,
     LoRALinear,
     contrastive_loss,
-    load_pretrained,
+    load_pretraining,
     prepare_finetune,
     pretrain,
 )
@@ -292,7 +292,7 @@ def test_pretraining_loss_decreases_on_bonn_and_resume_continues(tmp_path):
     again = pretrain(windows, cfg, tmp_path / "part", steps=12, **kw)
     assert again["start_step"] == again["step"] == 12
 
-    model = load_pretrained(tmp_path / "full")
+    model = load_pretraining(tmp_path / "full")
     state = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
     assert torch.equal(model.pretrain_head.weight, state["pretrain_head.weight"])
 
@@ -401,7 +401,7 @@ def test_amplitude_kept_by_saved_classifier_stream_and_pretraining(tmp_path):
     pretrain([w[None] for w in rng.standard_normal((4, 3 * L)).astype(np.float32)],
              {"size": "tiny", "segment_len": L, "amplitude": "bands"}, tmp_path / "pre", steps=1, batch_size=2,
              lr=1e-3, seed=0, progress=False)  # fmt: skip
-    assert load_pretrained(tmp_path / "pre").amplitude == "bands"
+    assert load_pretraining(tmp_path / "pre").amplitude == "bands"
     tuned = DeepClassifier("MVPFormer", init=str(tmp_path / "pre"), max_epochs=1, batch_size=8, seed=0,
                            sfreq=100.0).fit(X, y)
     assert tuned.module_.amplitude == "bands" and tuned.module_kwargs_["amplitude"] == "bands"
@@ -414,7 +414,7 @@ def test_amplitude_kept_by_saved_classifier_stream_and_pretraining(tmp_path):
              progress=False)  # fmt: skip
     added = make_deep_pipeline("MVPFormer", amplitude="bands", init=str(tmp_path / "plain"), max_epochs=0,
                                batch_size=8, seed=0, sfreq=100.0).fit(X, y)
-    plain = load_pretrained(tmp_path / "plain").state_dict()
+    plain = load_pretraining(tmp_path / "plain").state_dict()
     got = added.module_.state_dict()
     assert added.module_.amplitude == "bands" and set(got) - set(plain) == {"patch_embed.amp_proj.weight"}
     assert all(torch.equal(got[k], v) for k, v in plain.items() if not k.startswith("final_layer"))
