@@ -102,7 +102,7 @@ def cmd_predict(args) -> int:
     records = []
     for path in args.paths:
         recording = load_recording(path)
-        rows = model.predict_recording(recording, hop_s=args.hop)
+        rows = model.predict_recording(recording, hop_s=args.hop, adapt=args.adapt)
         records += [{"file": Path(path).name, **r} for r in rows]
         means = ", ".join(f"{c} {sum(r[c] for r in rows) / len(rows):.3f}" for c in model.classes)
         bound = model.bind(recording.channels)
@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="write the records (file, start_s, end_s, one key per class)")
     p.add_argument("--hop", type=float, help="seconds between windows (default: the model's decision hop)")
     p.add_argument("--events", metavar="OUT.tsv", help="seizure models: write the detector's seizures as an SzCORE/BIDS events.tsv (one recording)")
+    p.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=None,
+                   help="aligned models: re-centre on each recording as it goes, as bci stream (default on for them); "
+                        "--no-adapt keeps the training reference")  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="benchmarks against peers, printing a table (extra options go to the benchmark)")

@@ -274,9 +274,16 @@ def training_recordings(cfg: Config, section: dict) -> list[tuple[str, Recording
                 for run, raw in runs.items():
                     rec = Recording.from_raw(raw, provenance={"dataset": dataset.code})
                     out.append((f"{dataset.code}/s{subject}/{session}/{run}", rec, interval))
+    for path in recording_paths(cfg, section):
+        out.append((Path(path).name, load_recording(path), None))
+    return out
+
+
+def recording_paths(cfg: Config, section: dict) -> list[str]:
+    """The files of ``section["recordings"]`` (paths and glob patterns), in order; a path that
+    matches nothing is kept (loading it then says it is missing)."""
+    out = []
     for entry in section.get("recordings") or []:
         pattern = str(cfg.resolve_path(str(entry))) if not glob.has_magic(str(entry)) else str(entry)
-        paths = sorted(glob.glob(pattern)) or [pattern]
-        for path in paths:
-            out.append((Path(path).name, load_recording(path), None))
+        out += sorted(glob.glob(pattern)) or [pattern]
     return out

@@ -282,12 +282,13 @@ class TrainedModel:
         return self.preprocessor().apply(mapped, causal=True), mapping
 
     def predict_recording(self, recording, hop_s: float | None = None, chunk_s: float = 30.0,
-                          streaming: bool = True) -> list[dict]:  # fmt: skip
+                          streaming: bool = True, adapt: bool | None = None) -> list[dict]:  # fmt: skip
         """Per-window probabilities over a whole recording, as the live loop gives them.
 
         The recording (checked and mapped as :meth:`prepare_recording` says) is pushed
         through :meth:`stream` in ``chunk_s`` chunks, deciding every window
-        (``catch_up``): the windows, preprocessing and model path of ``bci stream``.
+        (``catch_up``): the windows, preprocessing, model path and online adaptation
+        (``adapt``, as :class:`~bci.predictor.StreamPredictor`'s) of ``bci stream``.
         Returns records ``{"start_s", "end_s", <class>: probability, ...}``; windows end
         at the time of their last sample. Models with per-channel contributions
         (:meth:`channel_weights`) add ``"top_channels"``: the :data:`TOP_CHANNELS` most
@@ -297,7 +298,8 @@ class TrainedModel:
         mapping = self._mapping(recording.channels)
         chunk = max(1, int(round(chunk_s * recording.sfreq)))
         predictor = self.stream(recording.sfreq, recording.channels, mapping=mapping, hop_s=hop_s, catch_up=True,
-                                streaming=streaming, flat_uv=0.0, buffer_s=2 * chunk_s + self.window_s)  # fmt: skip
+                                streaming=streaming, flat_uv=0.0, buffer_s=2 * chunk_s + self.window_s,
+                                adapt=adapt)  # fmt: skip
         model, weights, records = predictor.model, True, []
         for start in range(0, recording.n_times, chunk):
             predictor.push(recording.data[:, start : start + chunk])

@@ -66,7 +66,7 @@ from models.pretrain import STRATEGIES, SUMMARY, WEIGHTS, pretrain
 
 from .channels import DATA_TYPES, ChannelSet
 from .config import Config, check_keys, load_config, validate_preprocessing
-from .datasets import training_recordings
+from .datasets import recording_paths, training_recordings
 from .errors import ConfigError, DataError, ModelError
 from .preprocess import Preprocessor, sliding_windows
 
@@ -331,9 +331,16 @@ def validate_init(cfg: Config, spec) -> dict:
 
 def pretraining_folder(config_path: Path, cache: Path) -> Path:
     """The cache folder of a ``bci pretrain`` config: its name and a digest of its validated
-    ``pretrain`` section, so an edited config pretrains afresh and an unchanged one is reused."""
-    section = validate_pretrain_section(load_config(config_path))
-    digest = hashlib.sha256(json.dumps(section, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    ``pretrain`` section and of the recording files it reads (path, size, modification time),
+    so an edited config or changed data pretrains afresh and an unchanged one is reused."""
+    cfg = load_config(config_path)
+    section = validate_pretrain_section(cfg)
+    files = []
+    for path in recording_paths(cfg, section):
+        stat = Path(path).stat() if Path(path).is_file() else None
+        files.append([path, stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
+    key = json.dumps({"pretrain": section, "files": files}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return Path(cache) / f"{Path(config_path).stem}-{digest}"
 
 

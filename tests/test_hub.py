@@ -403,6 +403,26 @@ def test_train_init_takes_the_hub_checkpoint_when_cached_and_fitting(seizure_set
         assert "trained at 173.61 Hz, the data are at 100 Hz" in record["skipped"][0]
 
 
+def test_pretraining_cache_follows_the_recordings(seizure_setup):
+    """The cached pretraining is reused for the same config and data, and redone when a recording
+    it reads changes or its glob matches another file."""
+    import os
+
+    from bci.pretraining import pretraining_folder
+
+    root, _ = seizure_setup
+    config, cache = root / "pretrain.yaml", root / "cache"
+    first = pretraining_folder(config, cache)
+    assert pretraining_folder(config, cache) == first
+    segment = sorted((root / "bonn" / "A_Z").glob("*.txt"))[0]
+    stat = segment.stat()
+    os.utime(segment, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file was rewritten
+    touched = pretraining_folder(config, cache)
+    shutil.copy(segment, segment.with_name("Z999.txt"))  # one more recording
+    added = pretraining_folder(config, cache)
+    assert len({first, touched, added}) == 3 and all(p.parent == cache for p in (touched, added))
+
+
 def test_train_init_errors_are_one_line(seizure_setup, capsys):
     import yaml
 

@@ -228,3 +228,11 @@ def test_bci_train_learns_from_other_subjects_beside_ones_own_calibration(tmp_pa
             r = records[int(np.argmin(np.abs(ends - onset - 2.5)))]
             hits.append(max(model.classes, key=lambda c: r[c]) == {"T1": "left_hand", "T2": "right_hand"}[label])
     assert len(hits) == 15 and np.mean(hits) > 0.6  # 0.8 (12 of 15)
+    # bci predict runs the same predictor: adapting by default, the training reference with --no-adapt
+    for flag, expected in ((None, records), ("--no-adapt", model.predict_recording(rec, hop_s=0.25, adapt=False))):
+        out = tmp_path / f"predict{flag or ''}.json"
+        assert main(["predict", str(tmp_path / "model"), str(runs / "S001R12.edf"), "--hop", "0.25", "--json", str(out)]
+                    + ([flag] if flag else [])) == 0  # fmt: skip
+        got = json.loads(out.read_text())
+        np.testing.assert_allclose([r["left_hand"] for r in got], [r["left_hand"] for r in expected], atol=1e-12)
+    assert not np.allclose([r["left_hand"] for r in records], [r["left_hand"] for r in expected], atol=1e-3)
