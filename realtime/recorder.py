@@ -132,6 +132,8 @@ class Recorder:
                           buffer_s=max(30.0, 4 * self.flush_s))
             inlet.open()
             self.inlet = inlet
+            if self.marker_inlet is not None:
+                self.marker_inlet.share_clock(inlet)  # used while both come from one host
             described = inlet.described
             n = len(inlet.channels)
             need = self.need_bytes if self.need_bytes is not None else estimate_bytes(n, inlet.sfreq, self.seconds)
