@@ -15,6 +15,7 @@ import importlib
 import os
 import platform
 from datetime import date
+from pathlib import Path
 
 #: (module to import, why the application needs it), in dependency order: a failure is
 #: reported at the lowest package that fails, not at everything built on it.
@@ -60,6 +61,13 @@ def broken_install_message(failed: list[tuple[str, str]]) -> str | None:
     name, error = failed[0]
     others = f" (also failing: {', '.join(n for n, _ in failed[1:])})" if len(failed) > 1 else ""
     return f"broken install: cannot import {name} ({why.get(name, 'required')}): {error}{others}; fix: {FIX}"
+
+
+def cache_dir(kind: str) -> Path:
+    """This user's cache folder for ``kind`` (``pretrained``, ``onnx``): ``$BCI_CACHE/<kind>``,
+    else ``$XDG_CACHE_HOME/bci/<kind>``, else ``~/.cache/bci/<kind>``."""
+    root = os.environ.get("BCI_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bci"
+    return Path(root).expanduser() / kind
 
 
 def machine_description() -> str:

@@ -67,6 +67,7 @@ from models.pretrain import STRATEGIES, SUMMARY, WEIGHTS, pretrain
 from .channels import DATA_TYPES, ChannelSet
 from .config import Config, check_keys, load_config, validate_preprocessing
 from .datasets import recording_paths, training_recordings
+from .environment import cache_dir
 from .errors import ConfigError, DataError, ModelError
 from .preprocess import Preprocessor, sliding_windows
 
@@ -294,8 +295,7 @@ INIT_KEYS = {"hub", "pretrain", "cache"}
 def default_cache() -> Path:
     """Where ``train.init`` keeps its own pretraining runs: ``$BCI_CACHE/pretrained``, else
     ``$XDG_CACHE_HOME/bci/pretrained``, else ``~/.cache/bci/pretrained``."""
-    root = os.environ.get("BCI_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bci"
-    return Path(root).expanduser() / "pretrained"
+    return cache_dir("pretrained")
 
 
 def validate_init(cfg: Config, spec) -> dict:

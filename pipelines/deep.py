@@ -46,9 +46,14 @@ epochs, restoring the best weights.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import os
+import sys
 import warnings
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -57,6 +62,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
+from bci.environment import cache_dir
 from bci.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -509,7 +515,21 @@ def onnx_session(module: torch.nn.Module, probe: tuple, input_names: list, outpu
     """An ONNX Runtime session running ``module`` (exported with ``torch.onnx.export``, the
     torch.export-based exporter, for the probe's shapes) on as many threads as torch uses, or
     None, logged, when the export fails or the session's outputs on ``probe`` differ from
-    torch's by more than :data:`ONNX_TOLERANCE`."""
+    torch's by more than :data:`ONNX_TOLERANCE`.
+
+    The exported graph is kept in ``cache_dir("onnx")`` (:func:`bci.environment.cache_dir`)
+    under a digest of what it depends on (:func:`_graph_key`), so a later start with the same
+    network loads it in well under a second instead of exporting again (5-8 s); a cached graph
+    is checked on the probe like a fresh one, and exported again when it fails."""
+    with torch.no_grad():
+        expected = module(*probe)
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    path = cache_dir("onnx") / f"{_graph_key(module, probe, input_names)}.onnx"
+    if path.is_file():
+        session = _checked_session(path.read_bytes(), probe, input_names, expected)
+        if session is not None:
+            return session
+        log.info("%s: the cached ONNX graph %s does not give the network's outputs; exporting again", what, path.name)
     buf = io.BytesIO()
     # the exporter logs every registry entry it skips (torchvision's), its optimizer every fold it skips
     quiet = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
@@ -519,27 +539,60 @@ def onnx_session(module: torch.nn.Module, probe: tuple, input_names: list, outpu
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))  # torch.export's internals
-            expected = module(*probe)
-            expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
             torch.onnx.export(module, probe, buf, input_names=input_names, output_names=output_names, dynamo=True,
                               verbose=False, report=False)  # fmt: skip
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
-        got = session.run(None, {name: t.numpy() for name, t in zip(input_names, probe)})
     except Exception as exc:  # noqa: BLE001 - any export failure keeps the torch path
         log.warning("%s: ONNX export failed (%s: %s); the torch path decides", what, type(exc).__name__, str(exc).splitlines()[0][:120])
         return None
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
-    if len(got) != len(expected) or any(g.shape != e.shape or not np.allclose(g, e, atol=ONNX_TOLERANCE, rtol=0)
-                                        for g, e in zip(got, expected)):  # fmt: skip
+    session = _checked_session(buf.getvalue(), probe, input_names, expected)
+    if session is None:
         log.warning("%s: ONNX Runtime's output differs from torch's on a probe; the torch path decides", what)
         return None
+    try:  # written whole or not at all: a concurrent start never reads half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("%s: the exported graph is not cached (%s)", what, exc)
     return session
+
+
+def _checked_session(graph: bytes, probe: tuple, input_names: list, expected: list):
+    """An ONNX Runtime session of ``graph`` whose outputs on ``probe`` equal ``expected`` (to
+    :data:`ONNX_TOLERANCE`), or None (a graph ONNX Runtime refuses counts as differing)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {name: t.numpy() for name, t in zip(input_names, probe)})
+    except Exception:  # noqa: BLE001 - ONNX Runtime's errors on a corrupt or foreign graph
+        return None
+    if len(got) != len(expected) or any(g.shape != e.shape or not np.allclose(g, e, atol=ONNX_TOLERANCE, rtol=0)
+                                        for g, e in zip(got, expected)):  # fmt: skip
+        return None
+    return session
+
+
+def _graph_key(module: torch.nn.Module, probe: tuple, input_names: list) -> str:
+    """A digest of what an exported graph of ``module`` depends on: its weights and buffers, the
+    source files of its submodules' classes, the inputs' names, shapes and dtypes, and the
+    versions of torch and the exporter."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    for source in sorted({sys.modules[type(m).__module__].__file__ or "" for m in module.modules()}):
+        digest.update(Path(source).read_bytes() if Path(source).is_file() else source.encode())
+    digest.update(repr([(n, tuple(t.shape), str(t.dtype)) for n, t in zip(input_names, probe)]).encode())
+    digest.update(f"torch {torch.__version__} onnxscript {metadata.version('onnxscript')}".encode())
+    return digest.hexdigest()[:24]
 
 
 class OnnxProba:

@@ -1,6 +1,7 @@
 """Shared fixtures: the real recordings in ../shared/data, and a sandboxed MNE home."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ def pytest_configure(config):
     home = Path(os.environ.get("PYTEST_BCI_HOME", "/tmp/bci-test-home"))
     home.mkdir(parents=True, exist_ok=True)
     os.environ["_MNE_FAKE_HOME_DIR"] = str(home)
+    # the application's own caches (pretraining runs, exported ONNX graphs): fresh per run
+    os.environ["BCI_CACHE"] = tempfile.mkdtemp(prefix="bci-cache-")
     os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
     if DATA.exists():
         os.environ.setdefault("MNE_DATA", str(DATA / "mne_data"))

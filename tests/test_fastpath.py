@@ -83,7 +83,39 @@ def test_onnx_path_equals_torch_and_serves_the_live_loop(trials, name):
     assert not onnx.valid() and model._fast_proba() is not onnx
 
 
-def test_onnx_export_failure_keeps_the_torch_path(trials, monkeypatch, caplog):
+def test_exported_graph_is_cached_checked_and_redone_when_stale(trials, tmp_path, monkeypatch, caplog):
+    """A later start with the same network loads the exported graph from the cache instead of
+    exporting again; a corrupt cached graph is exported again; another network gets its own."""
+    import logging
+
+    import torch
+
+    from pipelines.deep import OnnxProba, make_deep_pipeline
+
+    monkeypatch.setenv("BCI_CACHE", str(tmp_path))
+    X, y = trials
+    clf = make_deep_pipeline("EEGNet", sfreq=160.0, max_epochs=1, batch_size=16, seed=0).fit(X, y)
+    exports = []
+    export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (exports.append(1), export(*a, **k))[1])
+    first = OnnxProba.compile(clf)
+    (graph,) = (tmp_path / "onnx").glob("*.onnx")
+    assert len(exports) == 1 and graph.stat().st_size > 1000
+    again = OnnxProba.compile(clf)  # the next start: loaded, not exported
+    assert len(exports) == 1
+    np.testing.assert_array_equal(again(X[:1]), first(X[:1]))
+    graph.write_bytes(b"not a graph")
+    with caplog.at_level(logging.INFO, logger="pipelines.deep"):
+        redone = OnnxProba.compile(clf)
+    assert len(exports) == 2 and "does not give the network's outputs; exporting again" in caplog.text
+    np.testing.assert_allclose(redone(X[:1]), clf.predict_proba(X[:1]), rtol=0, atol=1e-5)
+    assert graph.stat().st_size > 1000  # rewritten
+    clf.fit(X[10:], y[10:])  # other weights: another graph
+    OnnxProba.compile(clf)
+    assert len(exports) == 3 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 2
+
+
+def test_onnx_export_failure_keeps_the_torch_path(trials, tmp_path, monkeypatch, caplog):
     import torch
 
     from pipelines.deep import make_deep_pipeline
@@ -93,6 +125,7 @@ def test_onnx_export_failure_keeps_the_torch_path(trials, monkeypatch, caplog):
     clf = make_deep_pipeline("EEGNet", sfreq=160.0, max_epochs=1, batch_size=16, seed=0).fit(X, y)
     mvp = make_deep_pipeline("MVPFormer", size="tiny", segment_len=80, sfreq=160.0, max_epochs=1, batch_size=16,
                              seed=0).fit(X, y)  # fmt: skip
+    monkeypatch.setenv("BCI_CACHE", str(tmp_path))  # nothing cached: every compile exports
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator aten::made_up")
