@@ -588,7 +588,8 @@ def _graph_key(module: torch.nn.Module, probe: tuple, input_names: list) -> str:
         t = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes())
-    for source in sorted({sys.modules[type(m).__module__].__file__ or "" for m in module.modules()}):
+    for source in sorted({getattr(sys.modules.get(type(m).__module__), "__file__", None) or type(m).__module__
+                          for m in module.modules()}):  # fmt: skip
         digest.update(Path(source).read_bytes() if Path(source).is_file() else source.encode())
     digest.update(repr([(n, tuple(t.shape), str(t.dtype)) for n, t in zip(input_names, probe)]).encode())
     digest.update(f"torch {torch.__version__} onnxscript {metadata.version('onnxscript')}".encode())
