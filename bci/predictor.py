@@ -172,10 +172,7 @@ class StreamPredictor:
 
     def adaptation_state(self) -> dict | None:
         """The adapted reference and its counters (arrays and numbers), or None."""
-        if self.adaptation is None:
-            return None
-        self.adaptation.flush()
-        return self.adaptation.reference.state_dict()
+        return None if self.adaptation is None else self.adaptation.state_dict()
 
     def load_adaptation_state(self, state: dict) -> None:
         """Continue from :meth:`adaptation_state` of an earlier stream of the same model."""
@@ -185,7 +182,7 @@ class StreamPredictor:
         if np.shape(state.get("reference")) != shape:
             raise DataError(f"adaptation state: expected a {shape[0]}x{shape[1]} reference (this model's), "
                             f"found {np.shape(state.get('reference'))}")  # fmt: skip
-        self.adaptation.reference.load_state_dict(state)
+        self.adaptation.load_state_dict(state)
 
     def input_index(self, i: int) -> tuple[int, int]:
         """Source samples (indices since the reset) behind processed sample ``i``: the one at

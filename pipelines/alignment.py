@@ -359,6 +359,17 @@ class OnlineAdaptation:
         self.reference.update(pending)
         return True
 
+    def state_dict(self) -> dict:
+        """The reference's state (:meth:`OnlineReference.state_dict`) with every decoded trial in it."""
+        self.flush()
+        return self.reference.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` of an earlier stream; a trial of this one whose move is
+        still pending is dropped with the reference it would have moved."""
+        self._pending = None
+        self.reference.load_state_dict(state)
+
     def _align(self, x: np.ndarray) -> np.ndarray:
         self.flush()
         z = x[None] if self.head is None else self.head.transform(x[None])

@@ -107,6 +107,11 @@ def test_each_trial_is_aligned_before_it_moves_the_reference_and_flush_timing_do
     lazy.flush()
     np.testing.assert_allclose(lazy.reference.reference, eager.reference.reference, rtol=1e-12)
     assert lazy.reference.n_accepted == len(test) and not np.allclose(lazy.reference.reference, ref0)
+    saved = lazy.state_dict()
+    lazy.predict_proba(test[:1])  # a trial of another stream, its move pending ...
+    lazy.load_state_dict(saved)  # ... dropped with the reference it would have moved
+    assert not lazy.flush() and lazy.reference.n_accepted == len(test)
+    np.testing.assert_array_equal(lazy.reference.reference, saved["reference"])
     fixed = OnlineAdaptation(pipe, update=False)
     np.testing.assert_allclose(fixed.predict_proba(test[:1]), whole[:1], rtol=0, atol=1e-12)  # trial 1: training reference
 

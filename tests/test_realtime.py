@@ -194,6 +194,28 @@ def test_decisions_on_bci_out_sum_to_one_with_latency_telemetry(data_dir, traine
     assert "decisions" in decoder.status_line()
 
 
+def test_markers_take_the_signal_streams_clock_offset_while_from_the_same_host():
+    """MarkerInlet.share_clock: a marker from the signal's host is placed with the signal's clock
+    offset (one clock), one from another host keeps its own estimate."""
+    from types import SimpleNamespace
+
+    from realtime.markers import MarkerInlet
+
+    class Chunks:
+        def pull_chunk(self, timeout):
+            return [["T1"], [2.0]], [10.0, 11.0]
+
+    markers = MarkerInlet("mk", timeout=1.0)
+    markers.inlet, markers.string, markers._last_tc = Chunks(), False, pylsl.local_clock()
+    markers.hostname, markers.offset = "amp-pc", 0.5
+    assert markers.pull() == [(10.5, "T1"), (11.5, "2")]  # its own estimate
+    signal = SimpleNamespace(offset=0.25, info=SimpleNamespace(hostname=lambda: "amp-pc"))
+    markers.share_clock(signal)
+    assert markers.pull() == [(10.25, "T1"), (11.25, "2")]
+    markers.hostname = "stimulus-pc"  # came back from another machine: another clock
+    assert markers.pull() == [(10.5, "T1"), (11.5, "2")]
+
+
 def test_stream_loss_and_return(data_dir, trained_model_dir):
     from bci.io import load_recording
     from bci.model import TrainedModel
