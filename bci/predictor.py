@@ -24,8 +24,11 @@ latency grow.
 Online adaptation. A model with an alignment (a Euclidean-alignment or re-centring step, or
 a saved signal alignment: :meth:`~bci.model.TrainedModel.online_adaptation`) decodes through
 it with the reference following the stream: every decoded window is aligned with the reference
-of the windows before it, then moves it (an unlabelled running geodesic mean with forgetting
-and outlier rejection, :class:`pipelines.alignment.OnlineReference`); the move waits for
+of the windows before it, and one window per stride of new signal (``adapt_options.stride_s``,
+default the window's length: overlapping windows share their samples, so a sample moves the
+reference once, whatever the hop) then moves it (an unlabelled running geodesic mean with
+forgetting and outlier rejection, :class:`pipelines.alignment.OnlineReference`: its forgetting
+is per move, so the reference remembers about ``stride / forgetting`` seconds); the move waits for
 :meth:`flush_adaptation` (the live loop calls it after publishing) or the next decision, so it
 stays off the decision's latency. ``adapt=None`` (the
 default) adapts whenever the model has an alignment; ``adapt=False`` keeps the training
@@ -87,7 +90,10 @@ class StreamPredictor:
     adapt : bool or None
         Online adaptation of the model's alignment (None: when it has one).
     adapt_options : dict, optional
-        :class:`pipelines.alignment.OnlineReference` settings (forgetting, prior, warmup, reject_z).
+        :class:`pipelines.alignment.OnlineReference` settings (forgetting, prior, warmup,
+        reject_z) and ``stride_s``: seconds of new signal between windows that move the
+        reference (default: the window's length, so each sample moves it once; 0: every
+        decoded window).
     """
 
     def __init__(self, model, sfreq: float, channels: ChannelSet, *, mapping: ChannelMapping | None = None,
@@ -115,7 +121,12 @@ class StreamPredictor:
         names = pre.start(self.sfreq_in, model.input_channels)
         if list(names) != list(model.channels):
             raise ModelError(f"{model.name}: preprocessing gives channels {names[:4]}..., the model expects {model.channels[:4]}...")
-        self.adaptation = model.online_adaptation(update=adapt is not False, **(adapt_options or {}))
+        options = dict(adapt_options or {})
+        stride_s = options.pop("stride_s", None)
+        if stride_s is not None and not (isinstance(stride_s, (int, float)) and stride_s >= 0):
+            raise DataError(f"adapt_options.stride_s: expected seconds >= 0 (0: every window), found {stride_s!r}")
+        self.adapt_stride = self.n_times if stride_s is None else int(round(stride_s * self.sfreq))
+        self.adaptation = model.online_adaptation(update=adapt is not False, **options)
         if adapt and self.adaptation is None:
             raise DataError(f"{model.name} has no alignment to adapt (no Euclidean alignment or re-centring)")
         self.segments = model.segment_stream(len(names)) if streaming and self.adaptation is None else None
@@ -156,6 +167,7 @@ class StreamPredictor:
         self._bad_channels: list[str] = []
         self._hold: np.ndarray | None = None  # last finite value per source channel
         self._segments_done = 0
+        self._moved_end: int | None = None  # processed end of the last window that moved the adapted reference
         if self.segments is not None:
             self.segments.reset()
 
@@ -273,6 +285,14 @@ class StreamPredictor:
                     return f"flat channels: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
         return ""
 
+    def _moves(self, end: int) -> bool:
+        """Whether the window ending at ``end`` moves the adapted reference: the first one, then
+        one at least :attr:`adapt_stride` samples after the last that did."""
+        if self._moved_end is not None and end - self._moved_end < self.adapt_stride:
+            return False
+        self._moved_end = end
+        return True
+
     def _decide_windows(self, ends: list[int]) -> None:
         reasons = [self._withheld(e) for e in ends]
         kept = [e for e, r in zip(ends, reasons) if not r]
@@ -283,7 +303,7 @@ class StreamPredictor:
                 self.proc.window(e, self.n_times, out=X[i])
             t0 = time.perf_counter()
             if self.adaptation is not None:  # in stream order: each window is decoded, then moves the reference
-                out = self.model.order_proba(self.adaptation.predict_proba(X))
+                out = self.model.order_proba(self.adaptation.predict_proba(X, moves=[self._moves(e) for e in kept]))
             else:
                 out = self.model.predict_proba(X)
             proba = dict(zip(kept, out))

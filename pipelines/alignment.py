@@ -322,6 +322,9 @@ class OnlineAdaptation:
     """
 
     def __init__(self, estimator, signal_alignment: np.ndarray | None = None, *, update: bool = True, **options):
+        unknown = sorted(set(options) - set(ONLINE_DEFAULTS))
+        if unknown:
+            raise DataError(f"online adaptation: unknown option(s) {', '.join(unknown)}; expected {', '.join(ONLINE_DEFAULTS)}")
         options = {**ONLINE_DEFAULTS, **options}
         self.update = bool(update)
         self._fast = False  # the tail's fast path: compiled at the first decision
@@ -370,24 +373,30 @@ class OnlineAdaptation:
         self._pending = None
         self.reference.load_state_dict(state)
 
-    def _align(self, x: np.ndarray) -> np.ndarray:
+    def _align(self, x: np.ndarray, move: bool) -> np.ndarray:
         self.flush()
         z = x[None] if self.head is None else self.head.transform(x[None])
         inv_sqrt = self.reference.inv_sqrt
+        move = move and self.update
         if self.kind == "signals":
-            if self.update:
+            if move:
                 self._pending = covariances(z, estimator="scm", assume_centered=True)[0]
             return inv_sqrt @ z
-        if self.update:
+        if move:
             self._pending = z[0]
         return inv_sqrt @ z @ inv_sqrt
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X, moves=None) -> np.ndarray:
         """Class probabilities of trials ``X`` taken in order, each aligned with the reference of
         the trials before it; the tail's fast path (:func:`~pipelines.fastpath.compile_proba`)
-        decides when it has one."""
+        decides when it has one. ``moves`` (a bool per trial, default all True) says which
+        trials then move the reference: the live loop's overlapping windows share their signal,
+        so only one window per stride does (:class:`bci.predictor.StreamPredictor`)."""
         X = check_trials(X)
+        moves = np.ones(len(X), dtype=bool) if moves is None else np.asarray(moves, dtype=bool)
+        if moves.shape != (len(X),):
+            raise DataError(f"moves: expected one flag per trial ({len(X)}); found shape {moves.shape}")
         if self._fast is False or (self._fast is not None and not self._fast.valid()):
             self._fast = compile_proba(self.tail)
         decide = self._fast if self._fast is not None else lambda z: class_probabilities(self.tail, z)
-        return np.vstack([decide(self._align(x)) for x in X])
+        return np.vstack([decide(self._align(x, m)) for x, m in zip(X, moves)])

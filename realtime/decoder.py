@@ -85,7 +85,7 @@ class DecoderConfig:
     streaming: bool = True  # MVPFormer: the cached step path (False: full windows)
     threads: int = 1  # torch intra-op threads in the loop
     adapt: bool | None = None  # online re-centring of the model's alignment (None: on when the model has one)
-    adapt_options: dict | None = None  # forgetting, prior, warmup, reject_z (pipelines.alignment.ONLINE_DEFAULTS)
+    adapt_options: dict | None = None  # forgetting, prior, warmup, reject_z (pipelines.alignment.ONLINE_DEFAULTS), stride_s
     adapt_state: str | None = None  # .npz: the adapted reference, read at open if it exists, written at stop
 
     @classmethod
@@ -102,6 +102,8 @@ class DecoderConfig:
                 raise ConfigError(f"{where}.{key}: expected a positive number, found {getattr(cfg, key)!r}")
         if int(cfg.n_average) < 1 or int(cfg.threads) < 1:
             raise ConfigError(f"{where}: n_average and threads must be >= 1")
+        if cfg.adapt_options is not None and not isinstance(cfg.adapt_options, dict):
+            raise ConfigError(f"{where}.adapt_options: expected a mapping of adaptation settings, found {cfg.adapt_options!r}")
         if cfg.alarm is not None and not isinstance(cfg.alarm, dict):
             raise ConfigError(f"{where}.alarm: expected a mapping of alarm settings, found {cfg.alarm!r}")
         if cfg.alarm is not None:
@@ -536,14 +538,16 @@ class Decoder:
         return out
 
     def adaptation_text(self) -> str:
-        """``adapt on (N windows, M rejected)``, ``adapt off (training reference)`` or ``no alignment``."""
+        """``adapt on (N windows, M rejected, one per S s)`` (the windows that moved the reference and
+        the outliers that did not, one tried per stride), ``adapt off (training reference)`` or
+        ``no alignment``."""
         pred = self.predictor
         if pred.adaptation is None:
             return "no alignment"
         if not pred.adapting:
             return "adapt off (training reference)"
         ref = pred.adaptation.reference
-        return f"adapt on ({ref.n_accepted} windows, {ref.n_rejected} rejected)"
+        return f"adapt on ({ref.n_accepted} windows, {ref.n_rejected} rejected, one per {pred.adapt_stride / pred.sfreq:.3g} s)"
 
     def status_line(self) -> str:
         """The one-line live summary of ``bci stream``."""

@@ -144,17 +144,15 @@ def test_pseudo_online_evaluation_compares_the_three_modes(pseudo_online_run):
     assert "## Pseudo-online" in summary and (pseudo_online_run / "out" / "learning_curve.png").stat().st_size > 1000
 
 
-def test_bci_stream_gives_the_pseudo_online_decisions_on_a_replayed_session(pseudo_online_run, data_dir):
-    """Session 4 of subject 1 replayed over LSL, trial after trial, through the live loop with
-    adaptation on: the same probabilities, trial by trial, as the pseudo-online evaluation's
-    incremental mode, whose accuracy it also reproduces."""
-    import pandas as pd
+@pytest.fixture(scope="module")
+def session_4(pseudo_online_run):
+    """The pseudo-online run's TS+LR of subject 1 (fitted on sessions 1-3 as bci evaluate fits it)
+    as a streaming model, and session 4's trials and labels."""
     from sklearn.base import clone
 
     from bci.config import load_config
-    from bci.evaluate import _group_fit_params, _load, data_sfreq, play_session, plan, session_model
+    from bci.evaluate import _group_fit_params, _load, data_sfreq, plan, session_model
     from pipelines.registry import fill_unset
-    from realtime.decoder import Decoder, DecoderConfig
 
     cfg = load_config(pseudo_online_run / "po.yaml")
     paradigm, pipelines, jobs = plan(cfg)
@@ -164,22 +162,71 @@ def test_bci_stream_gives_the_pseudo_online_decisions_on_a_replayed_session(pseu
     sfreq = data_sfreq(paradigm, jobs[0][0], X.shape[-1])
     ((name, pipeline),) = pipelines.items()
     est = fill_unset(clone(pipeline), seed=42, sfreq=sfreq, scoring="accuracy")
-    est.fit(X[train], y[train], **_group_fit_params(est, sessions[train]))  # as bci evaluate fits it
-    model = session_model(name, est, X.shape[1], X.shape[2], sfreq)
-    offline = play_session(model, X[test], adapt=True)
+    est.fit(X[train], y[train], **_group_fit_params(est, sessions[train]))
+    return session_model(name, est, X.shape[1], X.shape[2], sfreq), X[test], y[test]
+
+
+def test_overlapping_windows_move_the_reference_once_per_window_length(session_4):
+    """Live, windows overlap (hop < window) and share their samples: by default only one window
+    per window length of new signal moves the reference, so the decisions on the trials' own
+    windows are the pseudo-online ones whatever the hop; ``stride_s: 0`` lets every window move
+    it (a memory of 1/forgetting windows, a few seconds at a short hop)."""
+    from bci.evaluate import play_session
+
+    model, X, _ = session_4
+    X = X[:12]
+    offline = play_session(model, X, adapt=True)
+    stream = np.concatenate(list(X), axis=1)  # the trials back to back, one continuous stream
+    hop = model.n_times // 7  # 1001 samples a trial: windows end on every trial's end
+    assert model.n_times == 7 * hop
+    runs = {}
+    for key, options in (("default", None), ("every", {"stride_s": 0})):
+        pred = model.stream(model.sfreq, model.input_channels, hop_s=hop / model.sfreq, catch_up=True, flat_uv=0.0,
+                            adapt=True, adapt_options=options)  # fmt: skip
+        proba, ends = [], []
+        for start in range(0, stream.shape[1], 100):
+            if pred.push(stream[:, start : start + 100]) is not None:
+                proba += [w.proba for w in pred.windows]
+                ends += [w.end for w in pred.windows]
+        pred.flush_adaptation()  # the last window's move
+        runs[key] = (np.array(proba), np.array(ends), pred.adaptation.reference)
+    proba, ends, ref = runs["default"]
+    assert len(ends) == 7 * len(X) - 6 and ref.n_accepted + ref.n_rejected == len(X)
+    on_trials = np.isin(ends, model.n_times * np.arange(1, len(X) + 1))
+    np.testing.assert_allclose(proba[on_trials], offline, rtol=0, atol=1e-10)
+    proba, ends, ref = runs["every"]
+    assert ref.n_accepted + ref.n_rejected == len(ends)
+    assert not np.allclose(proba[on_trials], offline, atol=1e-3)
+    for bad, match in (({"stride_s": -1}, "stride_s: expected seconds >= 0"), ({"forget": 0.1}, "unknown option")):
+        with pytest.raises(DataError, match=match):
+            model.stream(model.sfreq, model.input_channels, adapt=True, adapt_options=bad)
+
+
+def test_bci_stream_gives_the_pseudo_online_decisions_on_a_replayed_session(pseudo_online_run, session_4):
+    """Session 4 of subject 1 replayed over LSL, trial after trial, through the live loop with
+    adaptation on: the same probabilities, trial by trial, as the pseudo-online evaluation's
+    incremental mode, whose accuracy it also reproduces."""
+    import pandas as pd
+
+    from bci.evaluate import play_session
+    from realtime.decoder import Decoder, DecoderConfig
+
+    model, X_test, y_test = session_4
+    name = model.name
+    offline = play_session(model, X_test, adapt=True)
 
     rows = pd.read_csv(pseudo_online_run / "out" / "results.csv")
     row = rows[(rows.pipeline == f"{name} | incremental") & (rows.session.astype(str) == "4")].iloc[0]
     labels = np.asarray(model.classes)[offline.argmax(axis=1)]
-    assert (labels == y[test]).astype(int).tolist() == json.loads(row.params)["correct"]
+    assert (labels == y_test).astype(int).tolist() == json.loads(row.params)["correct"]
 
     tag = uuid.uuid4().hex[:8]
-    outlet = eeg_outlet(f"2b-{tag}", model.input_channels.names, sfreq, channel_format="double64")
+    outlet = eeg_outlet(f"2b-{tag}", model.input_channels.names, model.sfreq, channel_format="double64")
     decoder = Decoder(model, f"2b-{tag}", DecoderConfig.load(outlet_name=f"o-{tag}", marker_name=f"m-{tag}", resolve_timeout_s=3.0,
                                                              smoothing="none", adapt=True)).open()  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        for i, trial in enumerate(X[test]):
+        for i, trial in enumerate(X_test):
             outlet.push_chunk(np.ascontiguousarray(trial.T * 1e6))
             while decoder.telemetry.decisions < i + 1:
                 assert time.monotonic() < deadline, "the live loop fell behind"
@@ -187,7 +234,7 @@ def test_bci_stream_gives_the_pseudo_online_decisions_on_a_replayed_session(pseu
                 time.sleep(0.001)
     finally:
         decoder.stop()
-    assert "adapt on" in decoder.status_line()
+    assert "adapt on" in decoder.status_line() and "one per 4 s" in decoder.status_line()
     live = np.vstack([d.proba for d in decoder.recent])
     assert live.shape == offline.shape and decoder.summary()["dropped_windows"] == 0
     np.testing.assert_allclose(live, offline, atol=1e-6)
