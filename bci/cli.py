@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback", action="store_true", help="open the feedback view (cursor / bars of the class probabilities)")
     p.add_argument("--paradigm", metavar="CONFIG", help="with --feedback: run a calibration config's cues above the cursor (markers on LSL)")
     p.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=None,
-                   help="re-centre the model's alignment on the incoming session, window by window (default: on for "
+                   help="re-centre the model's alignment on the incoming session as it runs, one window per window length (default: on for "
                         "models with Euclidean alignment or re-centring)")
     p.add_argument("--adapt-state", metavar="NPZ", help="resume the adapted reference from this file if it exists; save it on exit")
     p.set_defaults(func=cmd_stream)
