@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import BCIError, StreamError
 
-BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed", "device_check", "adaptation")
+BENCHES = ("kernels", "acm", "latency", "dashboard", "dbconformer", "distributed", "device_check", "adaptation", "windows")
 
 
 def parse_subjects(text: str) -> list[int]:

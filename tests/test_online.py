@@ -288,3 +288,28 @@ def test_bci_train_learns_from_other_subjects_beside_ones_own_calibration(tmp_pa
         got = json.loads(out.read_text())
         np.testing.assert_allclose([r["left_hand"] for r in got], [r["left_hand"] for r in expected], atol=1e-12)
     assert not np.allclose([r["left_hand"] for r in records], [r["left_hand"] for r in expected], atol=1e-3)
+
+
+def test_bench_windows_chooses_on_the_training_sessions(tmp_path, data_dir, capsys):
+    """``bci bench windows``: each window scored by leave-one-session-out on sessions 1-3, the
+    best inner mean chosen; the test sessions' score is printed beside it; bad windows are
+    one-line errors."""
+    from bci.cli import main
+    from bci.errors import ConfigError
+    from benchmarks.windows import parse_window, run
+
+    out = tmp_path / "windows.json"
+    assert main(["bench", "windows", "--pipeline", "ts_lr_recentered", "--windows", "0-4", "0.5-3.5", "--subjects", "1",
+                 "--no-progress", "--json", str(out)]) == 0  # fmt: skip
+    rows = json.loads(out.read_text())
+    assert [r["window (s)"] for r in rows] == ["0-4", "0.5-3.5"] and "leave-one-session-out" in capsys.readouterr().out
+    chosen = [r for r in rows if r["chosen"] == "yes"]
+    assert len(chosen) == 1 and chosen[0]["inner mean"] == max(r["inner mean"] for r in rows)
+    assert all(0.4 < r["inner mean"] <= 1 and 0.4 < r["test (not used)"] <= 1 for r in rows)
+    assert rows[0]["inner mean"] != rows[1]["inner mean"]  # the windows were cut
+    assert parse_window("0.5-3.5") == (0.5, 3.5)
+    for bad in ("3-1", "a-b", "2"):
+        with pytest.raises(ConfigError, match="expected START-STOP"):
+            parse_window(bad)
+    with pytest.raises(ConfigError, match="ends after the epochs"):
+        run(pipeline="ts_lr_recentered", windows=["0-5"], subjects=[1], progress=False)
