@@ -123,7 +123,7 @@ class StreamPredictor:
             raise ModelError(f"{model.name}: preprocessing gives channels {names[:4]}..., the model expects {model.channels[:4]}...")
         options = dict(adapt_options or {})
         stride_s = options.pop("stride_s", None)
-        if stride_s is not None and not (isinstance(stride_s, (int, float)) and stride_s >= 0):
+        if stride_s is not None and (isinstance(stride_s, bool) or not isinstance(stride_s, (int, float)) or stride_s < 0):
             raise DataError(f"adapt_options.stride_s: expected seconds >= 0 (0: every window), found {stride_s!r}")
         self.adapt_stride = self.n_times if stride_s is None else int(round(stride_s * self.sfreq))
         self.adaptation = model.online_adaptation(update=adapt is not False, **options)

@@ -16,14 +16,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import clone
 from tqdm import tqdm
 
 from bci.config import load_config
 from bci.errors import ConfigError
-from bci.evaluate import _group_fit_params, _load, data_sfreq, plan
-from pipelines.alignment import alignment_steps
-from pipelines.registry import fill_unset
+from bci.evaluate import Split, _load, data_sfreq, plan, run_cell
 
 from .common import emit
 
@@ -44,13 +41,12 @@ def parse_window(text: str) -> tuple[float, float]:
 
 
 def _score(pipeline, X, y, sessions, train, test, sfreq, seed) -> float:
-    """Accuracy on ``test`` sessions (each aligned on itself) of the pipeline fitted on ``train``."""
-    fit = np.isin(sessions, train)
-    est = fill_unset(clone(pipeline), seed=seed, sfreq=sfreq, scoring="accuracy")
-    est.fit(X[fit], y[fit], **_group_fit_params(est, sessions[fit]))
-    for step in alignment_steps(est):
-        step.adapt = True
-    return float(np.mean([np.mean(est.predict(X[sessions == s]) == y[sessions == s]) for s in test]))
+    """Mean accuracy over the ``test`` sessions of the pipeline fitted on the ``train`` ones, as
+    ``bci evaluate`` scores a cross-session holdout (:func:`bci.evaluate.run_cell`: one fit, each
+    test session scored, and aligned when the pipeline adapts, on its own)."""
+    split = Split(subject=None, session="", train=np.flatnonzero(np.isin(sessions, train)), test=np.flatnonzero(np.isin(sessions, test)),
+                  parts=[(s, np.flatnonzero(sessions == s)) for s in test])  # fmt: skip
+    return float(np.mean([r["accuracy"] for r in run_cell(pipeline, X, y, split, "accuracy", seed, sfreq, sessions)]))
 
 
 def run(config=DEFAULT_CONFIG, pipeline: str = "fbts_lr_recentered", windows=DEFAULT_WINDOWS, subjects=None,

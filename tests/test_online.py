@@ -197,7 +197,8 @@ def test_overlapping_windows_move_the_reference_once_per_window_length(session_4
     proba, ends, ref = runs["every"]
     assert ref.n_accepted + ref.n_rejected == len(ends)
     assert not np.allclose(proba[on_trials], offline, atol=1e-3)
-    for bad, match in (({"stride_s": -1}, "stride_s: expected seconds >= 0"), ({"forget": 0.1}, "unknown option")):
+    for bad, match in (({"stride_s": -1}, "stride_s: expected seconds >= 0"), ({"stride_s": True}, "stride_s: expected"),
+                       ({"forget": 0.1}, "unknown option")):
         with pytest.raises(DataError, match=match):
             model.stream(model.sfreq, model.input_channels, adapt=True, adapt_options=bad)
 
